@@ -1,49 +1,24 @@
 """What each doit task does, as plain functions of picklable job data.
 
-Every action returns doit's TaskFailed (exit 1) or TaskError (exit 2) with one clear
-message instead of raising, so users never see a traceback (FLAGTASKS_DEBUG=1 shows it).
+Every action is `engine.reported`: it raises our errors, and doit shows them as one
+line each (exit 1 failed, 2 bad input); what it returns is its report.
 """
 
 from __future__ import annotations
 
-import functools
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 
-from doit.exceptions import TaskError, TaskFailed
-
-from . import FORMAT_VERSION, __version__, build, crypto, git, patches, store
+from . import FORMAT_VERSION, __version__, build, crypto, git, lock, patches, plan, store
+from .engine import reported
 from .errors import FlagtasksError, OperationError, UsageError
 from .plan import BuildJob, StoredJob, VendorJob
-from .report import debug_enabled
 
 
-def reported(func: Callable) -> Callable:
-    """Turn our errors into doit failures with one message; hide tracebacks unless debugging."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            message = func(*args, **kwargs)
-        except FlagtasksError as exc:
-            kind = TaskError if exc.exit_code == 2 else TaskFailed
-            return kind(exc.message)
-        except Exception as exc:  # an unexpected failure still gets one line
-            if debug_enabled():
-                traceback.print_exc()
-            return TaskError(f"internal error: {exc!r}; rerun with FLAGTASKS_DEBUG=1 and report it")
-        if message:
-            print(message)
-        return True
-
-    return wrapper
-
-
-def stage_path(state_dir: Path, device: str, base8: str) -> Path:
-    """Where a keyed device's new patch waits for `encrypt`: sealed to the vendor's own key,
-    so no plaintext is ever at rest, even when `encrypt` fails or is interrupted."""
-    return state_dir / "stage" / device / f"{base8}.patch.sealed"
+def staged_files(state_dir: Path, device: str, base8: str) -> list[Path]:
+    """Where a keyed device's new patch waits for `encrypt` (sealed to the vendor's own key)
+    and its metadata: format_patch's targets, encrypt's inputs."""
+    stage = state_dir / "stage" / device / f"{base8}.patch.sealed"
+    return [stage, stage.with_name(stage.name + ".json")]
 
 
 def _metadata(job: VendorJob, made: patches.Made, plaintext_sha: str, encrypted: bool) -> dict:
@@ -86,16 +61,17 @@ def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) ->
     where = store.patch_path(hardware, job.device, job.base8, encrypted)
     old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
     unchanged = where.is_file() and _same_content(old, meta)
-    if encrypted:
-        if unchanged:
-            return f"{note}{where} is unchanged ({made.mode}, {made.commits} patch(es))"
-        stage = stage_path(state_dir, job.device, job.base8)
+    if job.key is not None:
+        stage, stage_meta = staged_files(state_dir, job.device, job.base8)
         stage.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if crypto.ensure_keypair(job.key):
             note += f"created a key pair in {job.key} (private_key.pem is owner-only)\n"
-        sealed = crypto.encrypt(made.data, [crypto.load_public_key(job.key)])
-        store.atomic_write(stage, sealed, mode=0o600)
-        store.atomic_write(_stage_meta(stage), store.meta_bytes(meta), mode=0o600)
+        old_stage = store.read_meta(stage_meta)
+        if not (stage.is_file() and _same_content(old_stage, meta)):
+            store.atomic_write(stage, crypto.seal_for_vendor(made.data, job.key), mode=0o600)
+            store.atomic_write(stage_meta, store.meta_bytes(meta), mode=0o600)
+        if unchanged:
+            return f"{note}{where} is unchanged ({made.mode}, {made.commits} patch(es))"
         return f"{note}staged {job.device} {job.base8} ({made.mode}) for encryption"
     if unchanged and where.read_bytes() == made.data:
         return f"{note}{where} is unchanged ({made.mode}, {made.commits} patch(es))"
@@ -103,66 +79,53 @@ def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) ->
     return f"{note}wrote {where} ({made.mode}, {made.commits} patch(es))"
 
 
-def _stage_meta(stage: Path) -> Path:
-    return stage.with_name(stage.name + ".json")
-
-
 @reported
 def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
-    """Encrypt for the device's recipients: the staged plaintext, or the stored one again
-    when only the recipients changed. Ciphertext is rewritten only when needed."""
+    """Encrypt the staged patch for the device's recipients; the ciphertext is rewritten
+    only when the plaintext or the recipients changed."""
     assert job.key is not None
-    stage = stage_path(state_dir, job.device, job.base8)
+    stage, stage_meta = staged_files(state_dir, job.device, job.base8)
     where = store.patch_path(hardware, job.device, job.base8, True)
-    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
-    created = crypto.ensure_keypair(job.key)
-    recipients = crypto.recipient_keys(job.key, job.recipients)
-    said = f"created a key pair in {job.key}\n" if created else ""
-    if stage.is_file():
-        private = crypto.load_private_key(job.key)
-        plaintext = crypto.decrypt(stage.read_bytes(), private, name=str(stage))
-        meta = store.read_meta(_stage_meta(stage)) or {}
-    elif where.is_file() and old:
-        private = crypto.load_private_key(job.key)
-        plaintext = crypto.decrypt(where.read_bytes(), private, name=str(where))
-        meta = dict(old)
-    else:
+    if not stage.is_file():
         raise OperationError(f"nothing to encrypt for {job.device}: run format_patch:{job.device}")
-    wanted = sorted(crypto.fingerprint(key) for key in recipients)
-    if where.is_file() and _same_content(old, meta) and _recipients(where) == wanted:
-        _wipe(stage)
+    created = crypto.ensure_keypair(job.key)
+    said = f"created a key pair in {job.key}\n" if created else ""
+    recipients = crypto.recipient_keys(job.key, job.recipients)
+    plaintext = crypto.decrypt(
+        stage.read_bytes(), crypto.load_private_key(job.key), name=str(stage)
+    )
+    meta = store.read_meta(stage_meta) or {}
+    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
+    if not crypto.needs_rewrite(where, _same_content(old, meta), recipients):
         return f"{said}{where} is unchanged (same plaintext and recipients)"
     blob = crypto.encrypt(plaintext, recipients)
     store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True)
-    _wipe(stage)
     return f"{said}wrote {where} (encrypted for {len(recipients)} recipient(s))"
-
-
-def _recipients(encrypted: Path) -> list[str]:
-    """Fingerprints an encrypted patch is readable by (from its header), [] if unreadable."""
-    try:
-        return sorted(crypto.header_recipients(encrypted.read_bytes(), name=str(encrypted)))
-    except FlagtasksError:
-        return []
-
-
-def _wipe(stage: Path) -> None:
-    """The staged patch is not kept once the stored encrypted patch holds it."""
-    for path in (stage, _stage_meta(stage)):
-        path.unlink(missing_ok=True)
 
 
 def read_plaintext(job: StoredJob, key: Path | None) -> bytes:
     """The plaintext mbox of a stored adaptation, decrypting with `key` when needed."""
-    data = job.patch.read_bytes()
-    if not job.encrypted:
-        return data
-    if key is None:
-        raise UsageError(
-            f'{job.patch} is encrypted: give its key folder ([keys] {job.device} = "..." in '
-            "config.toml, or --key-path)"
+    return crypto.plaintext_of(job.patch, job.encrypted, key, job.device)
+
+
+def _authenticity(job: StoredJob, meta: dict, plaintext: bytes) -> str:
+    """Check the plaintext against the sha256 its metadata records; FlagScale's legacy
+    encrypted format carries no authentication, so without metadata say it cannot be
+    checked. Returns the note to print ('' when there is nothing to say)."""
+    recorded = meta.get("patch_sha256") if not meta.get("invalid") else None
+    if isinstance(recorded, str):
+        if recorded != store.sha256(plaintext):
+            raise OperationError(
+                f"{job.patch} does not match {job.meta.name} (sha256 differs): regenerate the "
+                "adaptation, or restore both files from the vendor"
+            )
+        return ""
+    if job.encrypted and crypto.is_legacy(job.patch.read_bytes()[: len(crypto.MAGIC)]):
+        return (
+            f"note: {job.patch} is in FlagScale's legacy encrypted format, which carries no "
+            "authentication, and has no metadata to check it against\n"
         )
-    return crypto.decrypt(data, crypto.load_private_key(key), name=str(job.patch))
+    return ""
 
 
 def _require_base(repo: Path, job: StoredJob) -> None:
@@ -190,6 +153,8 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree:
             f"{job.meta} does not match {job.patch.name} (sha256 differs): regenerate the "
             "adaptation with format_patch"
         )
+    note = _authenticity(job, meta or {}, plaintext)
+    assert job.base is not None  # _require_base
     try:
         tree = patches.apply_tree(repo, job.base, plaintext)
     except patches.PatchFailed as exc:
@@ -204,7 +169,7 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree:
             "(the current commit's tree): regenerate the adaptation"
         )
     checked = "tree matches" if expected else "applies cleanly"
-    return f"{job.patch}: {checked}"
+    return f"{note}{job.patch}: {checked}"
 
 
 @reported
@@ -225,7 +190,7 @@ def verify(
             failures.append(exc)
     if failures:
         worst = UsageError if all(f.exit_code == 2 for f in failures) else OperationError
-        raise worst("; ".join(f.message for f in failures))
+        raise worst.of([f.message for f in failures])
     return "\n".join(lines)
 
 
@@ -236,6 +201,8 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
     _require_base(repo, stored)
     plaintext = read_plaintext(stored, job.key)
     meta = store.read_meta(stored.meta) or {}
+    note = _authenticity(stored, meta, plaintext)
+    assert stored.base is not None  # _require_base
     spec = build.Spec(
         repo=repo,
         dest=job.dest,
@@ -243,11 +210,14 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
         base=stored.base,
         base8=stored.base8,
         digest=job.digest,
+        content=plan.content_id(stored),
         expect_tree=meta.get("tree") if not meta.get("invalid") else None,
     )
-    return build.build(spec, plaintext, force=force)
+    return note + build.build(spec, plaintext, force=force)
 
 
 @reported
-def clean_tree(dest: Path) -> str:
-    return build.remove(dest)
+def clean_tree(state_dir: Path, repo: Path, dest: Path) -> str:
+    """`doit clean`: remove a tree that holds none of the user's work."""
+    lock.acquire(state_dir)
+    return build.remove(dest, repo)

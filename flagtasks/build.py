@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import git
-from .errors import OperationError
+from .config import BUILD_MARKER
+from .errors import GitError, OperationError, UsageError
 
-MARKER = "flagtasks-build.json"
+MARKER = BUILD_MARKER
 BASE_TAG = "flagtasks/base"
 TRASH = ".flagtasks-trash"
 
@@ -37,6 +38,7 @@ class Spec:
     base: str
     base8: str
     digest: str
+    content: str | None
     expect_tree: str | None = None
 
     @property
@@ -53,19 +55,28 @@ def marker(dest: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def is_current(dest: Path, digest: str) -> bool:
-    """Cheap up-to-date test (no git): the tree exists and was built from `digest`."""
+def is_current(dest: Path, digest: str, content: str | None) -> bool:
+    """Cheap up-to-date test (no git): the tree exists and was built from `digest` and the
+    adaptation content `content` (so a tree restored from another adaptation is stale)."""
     found = marker(dest)
-    return bool(found) and found.get("digest") == digest and (dest / ".git" / "HEAD").is_file()
+    return (
+        found is not None
+        and found.get("digest") == digest
+        and found.get("content") == content
+        and (dest / ".git" / "HEAD").is_file()
+        and not git.alternates_broken(dest)
+    )
 
 
-def lost_work(dest: Path) -> list[str]:
+def lost_work(dest: Path, repo: Path) -> list[str]:
     """What replacing `dest` would throw away: edits, untracked files, extra commits, stash."""
     if not dest.exists():
         return []
     found = marker(dest)
     if found is None:
         return [f"{dest} was not built by flagtasks (or its marker is damaged)"]
+    if git.alternates_broken(dest):
+        git.point_alternates(dest, git.objects_dir_cached(repo))
     losses = []
     changes = git.status_porcelain(dest)
     if changes:
@@ -88,7 +99,7 @@ def build(spec: Spec, mbox: bytes, force: bool = False) -> str:
     parent = spec.dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     _sweep(parent, spec.dest.name)
-    losses = lost_work(spec.dest)
+    losses = lost_work(spec.dest, spec.repo)
     if losses and not force:
         raise OperationError(
             f"{spec.dest} is stale but holds your work: {'; '.join(losses)}. "
@@ -130,6 +141,7 @@ def _fill(spec: Spec, new: Path, mbox: bytes) -> str:
             )
     info = {
         "digest": spec.digest,
+        "content": spec.content,
         "head": head,
         "base": spec.base,
         "branch": spec.branch,
@@ -200,9 +212,47 @@ def _sweep(parent: Path, name: str) -> None:
     _empty_trash(parent.parent / TRASH)
 
 
-def remove(dest: Path) -> str:
+# ---- `unpatch` without --dir: the user's own checkout on a branch holding the adaptation
+
+
+def switch_checkout(repo: Path, device: str, base: str, mbox: bytes) -> str:
+    """Switch a clean checkout (tracked files) to `flagtasks/<DEV>/<BASE8>` = base + mbox.
+
+    Untracked files stay, and a switch that would overwrite one stops. On any failure the
+    checkout is put back where it was.
+    """
+    branch = f"flagtasks/{device}/{base[:8]}"
+    changes = git.tracked_changes(repo)
+    if changes:
+        raise OperationError(
+            f"{repo} has uncommitted changes ({len(changes)} path(s), e.g. {changes[0]}): "
+            "commit or stash them, or use --dir build"
+        )
+    if git.branch_exists(repo, branch):
+        raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
+    before = git.current_ref(repo)
+    try:
+        git.switch_new(repo, branch, base)
+    except GitError as exc:
+        raise OperationError(f"cannot switch to {branch}: {exc.stderr.strip()[:300]}") from None
+    with tempfile.TemporaryDirectory(prefix="flagtasks-") as tmp:
+        patch_file = Path(tmp) / "adaptation.patch"
+        fd = os.open(patch_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(mbox)
+        try:
+            git.am(repo, patch_file)
+        except OperationError:
+            git.am_abort(repo)
+            git.switch_back(repo, before)
+            git.delete_branch(repo, branch)
+            raise
+    return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+
+
+def remove(dest: Path, repo: Path) -> str:
     """`doit clean`: delete a build tree unless it holds the user's work."""
-    losses = lost_work(dest)
+    losses = lost_work(dest, repo)
     if losses:
         return f"kept {dest}: it holds your work ({'; '.join(losses)})"
     if dest.exists():

@@ -8,11 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 
-from . import __version__
+from . import __version__, errors
 from .commands import init, matrix, patch, status, unpatch, verify
-from .errors import FlagtasksError
 
 EXAMPLES = {
     "patch": "example:\n  flagtasks patch --device-type A_X100 --base-commit-id v1.0\n"
@@ -28,15 +26,22 @@ EXAMPLES = {
 
 
 def parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks on errors (default: off; FLAGTASKS_DEBUG=1 does the same)",
+    )
     top = argparse.ArgumentParser(
         prog="flagtasks",
         description="Hardware vendors' adaptations of a git project, as patches, with doit.",
         epilog="example:\n  flagtasks status\n  flagtasks unpatch --device-type A_X100 "
         "--commit-id v1.0 --dir build",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[debug],
     )
     top.add_argument("--version", action="version", version=f"flagtasks {__version__}")
-    top.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def sub(name: str, help_: str) -> argparse.ArgumentParser:
@@ -46,31 +51,96 @@ def parser() -> argparse.ArgumentParser:
             description=help_,
             epilog=EXAMPLES[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[debug],
         )
 
+    devices = "device types <Vendor>_<Chip>, e.g. cambricon_MLU"
     p = sub("patch", "make a device's adaptation (several devices: a hetero combo)")
-    p.add_argument("--device-type", nargs="+", required=True, metavar="DEV")
-    p.add_argument("--base-commit-id", required=True, metavar="REV")
-    p.add_argument("--current-commit-id", default="HEAD", metavar="REV")
-    p.add_argument("--key-path", metavar="DIR", help="encrypt; key pair created here if absent")
-    p.add_argument("--mode", choices=("series", "squash", "auto"))
-    p.add_argument("--commit", action="store_true", help="commit the new store files")
+    p.add_argument(
+        "--device-type",
+        nargs="+",
+        required=True,
+        metavar="DEV",
+        help=f"{devices}; several = a hetero combo, the patch is made for the last (required)",
+    )
+    p.add_argument(
+        "--base-commit-id",
+        required=True,
+        metavar="REV",
+        help="the upstream commit the adaptation starts from: tag, branch or SHA (required)",
+    )
+    p.add_argument(
+        "--current-commit-id",
+        default="HEAD",
+        metavar="REV",
+        help="the adapted commit (default: HEAD)",
+    )
+    p.add_argument(
+        "--key-path",
+        metavar="DIR",
+        help="encrypt; a key pair is created in DIR (outside the repository) if absent "
+        "(default: [vendor.DEV] key in config.toml, else plaintext)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("series", "squash", "auto"),
+        help="series of commits, one squashed commit, or series falling back to squash "
+        "(default: [vendor.DEV] mode, else auto)",
+    )
+    p.add_argument(
+        "--commit",
+        action="store_true",
+        help="commit the adaptation's files as '[DEV] <subject>' (default: off)",
+    )
     p.set_defaults(func=patch.run)
 
     u = sub("unpatch", "build ready source trees for devices")
-    u.add_argument("--device-type", nargs="+", required=True, metavar="DEV")
-    u.add_argument("--commit-id", required=True, metavar="BASE")
-    u.add_argument("--dir", metavar="DIR", help="build DIR/<DEV>/<NAME>/ (default: in place)")
-    u.add_argument("--key-path", metavar="DIR", help="folder holding private_key.pem")
-    u.add_argument("--force", action="store_true", help="rebuild over your changes (kept aside)")
+    u.add_argument(
+        "--device-type",
+        nargs="+",
+        required=True,
+        metavar="DEV",
+        help=f"{devices}; several = a hetero combo in hetero.txt (required)",
+    )
+    u.add_argument(
+        "--commit-id",
+        required=True,
+        metavar="BASE",
+        help="the base to build: a store folder name (BASE8) or any rev (required); "
+        "later `doit unpatch` runs keep it",
+    )
+    u.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="build DIR/<DEV>/<NAME>/ (default: switch this checkout to a new branch)",
+    )
+    u.add_argument(
+        "--key-path",
+        metavar="DIR",
+        help="folder holding private_key.pem, outside the repository (default: [keys] DEV)",
+    )
+    u.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild over a tree holding your changes; the old tree is kept aside (default: off)",
+    )
     u.set_defaults(func=unpatch.run)
 
     v = sub("verify", "check that stored adaptations apply exactly")
-    v.add_argument("--device-type", nargs="+", metavar="DEV")
+    v.add_argument(
+        "--device-type",
+        nargs="+",
+        metavar="DEV",
+        help=f"{devices} (default: every device, and the store checks)",
+    )
     v.set_defaults(func=verify.run)
 
     s = sub("status", "table of devices x bases")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="typed JSON with a schema version instead of the table (default: table)",
+    )
     s.set_defaults(func=status.run)
 
     i = sub("init", "adopt flagtasks in this checkout (dodo.py, config.toml, ignores)")
@@ -82,24 +152,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, run one command, and turn whatever it raises into a line and an exit code."""
     args = parser().parse_args(argv)
-    if args.debug:
+    if getattr(args, "debug", False):
         os.environ["FLAGTASKS_DEBUG"] = "1"
     try:
-        return args.func(args)
-    except FlagtasksError as exc:
-        if args.debug:
-            traceback.print_exc()
-        sys.stderr.write(f"error: {exc.message}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        sys.stderr.write(f"error: internal error {exc!r}; rerun with --debug and report it\n")
-        return 1
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BaseException as exc:  # the one boundary: errors.handle decides what is shown
+        return errors.handle(exc)
+    return code
 
 
 if __name__ == "__main__":

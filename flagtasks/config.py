@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import git
 from .errors import UsageError
 from .names import check_device, check_rev
 
@@ -20,6 +21,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 CONFIG_NAME = "config.toml"
+BUILD_MARKER = "flagtasks-build.json"
+"""The file in a build tree's .git that says flagtasks made it (see build.py)."""
+STATE_DIR = ".flagtasks"
+"""The checkout's private folder: doit's dependency state, the run lock, staged patches."""
 MODES = ("series", "squash", "auto")
 
 
@@ -52,12 +57,52 @@ class Config:
     @property
     def state_dir(self) -> Path:
         """Private folder for doit state, lock and staged plaintext (owner-only)."""
-        return self.root / ".flagtasks"
+        return self.root / STATE_DIR
 
 
 _SECTIONS = {"upstream", "vendor", "use", "keys"}
 _UPSTREAM_KEYS = {"repo", "name", "hardware", "build"}
 _VENDOR_KEYS = {"base", "current", "key", "mode", "recipients"}
+
+
+def find_root(start: Path) -> Path:
+    """The checkout a command runs in, found from any folder inside it as git does: the
+    nearest folder up to the work tree's top that holds our config.toml, else that top.
+
+    A submodule's checkout counts as part of its superproject's; a build tree flagtasks
+    made is refused, since answering from it would be answering for the wrong folder.
+    """
+    start = start.resolve()
+    top = git.work_tree_top(start)
+    if top is None:
+        if (start / CONFIG_NAME).is_file():
+            return start
+        raise UsageError(
+            f"{start} is not inside a git checkout: run flagtasks in an upstream checkout"
+        )
+    top = top.resolve()
+    if (top / ".git" / BUILD_MARKER).is_file():
+        raise UsageError(
+            f"{top} is a build tree made by flagtasks: run flagtasks from the checkout "
+            "that built it"
+        )
+    while (outer := git.superproject(top)) is not None:
+        top = outer.resolve()
+    for folder in (start, *start.parents):
+        if _is_ours(folder / CONFIG_NAME):
+            return folder
+        if folder == top:
+            break
+    return top
+
+
+def _is_ours(path: Path) -> bool:
+    """A config.toml of flagtasks (other tools use the name too): only our tables in it."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return path.is_file()  # ours or not, `load` names the file and what is wrong
+    return bool(data) and set(data) <= _SECTIONS
 
 
 def load(root: Path) -> Config:

@@ -222,8 +222,8 @@ def load_public_key(path: Path) -> rsa.RSAPublicKey:
     except (ValueError, UnsupportedAlgorithm):
         raise UsageError(f"{path} is not a PEM public key: {hint}") from None
     problem = _recipient_problem(key)
-    if problem:
-        raise UsageError(f"{path}: {problem}")
+    if problem or not isinstance(key, rsa.RSAPublicKey):
+        raise UsageError(f"{path}: {problem or 'not an RSA public key'}")
     return key
 
 
@@ -413,7 +413,7 @@ def recipient_keys(key_dir: Path, extra: Sequence[Path]) -> list[rsa.RSAPublicKe
     return [load_public_key(key_dir), *(load_public_key(path) for path in extra)]
 
 
-def recipients_id(key_dir: Path | None, extra: Sequence[Path]) -> list[str | None]:
+def recipients_id(key_dir: Path | None, extra: Sequence[Path]) -> list[str]:
     """Ids of everyone an adaptation is encrypted for; a change means re-encrypt."""
     return sorted(str(key_id(p) if p.is_dir() else _file_id(p)) for p in [key_dir, *extra] if p)
 
@@ -423,3 +423,43 @@ def _file_id(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return "missing"
+
+
+# ---- policy: what is stored encrypted, and when ciphertext is rewritten ----
+
+
+def readable_by(path: Path) -> list[str]:
+    """Sorted fingerprints an encrypted file is readable by (from its header); [] when it
+    is unreadable or in FlagScale's legacy format, which names no recipients."""
+    try:
+        return sorted(header_recipients(path.read_bytes(), name=str(path)))
+    except (OSError, OperationError, UsageError):
+        return []
+
+
+def plaintext_of(path: Path, encrypted: bool, key: Path | None, device: str) -> bytes:
+    """The plaintext of a stored patch file, decrypting with the key folder when needed."""
+    data = path.read_bytes()
+    if not encrypted:
+        return data
+    if key is None:
+        raise UsageError(
+            f'{path} is encrypted: give its key folder ([keys] {device} = "..." in '
+            "config.toml, or --key-path)"
+        )
+    return decrypt(data, load_private_key(key), name=str(path))
+
+
+def seal_for_vendor(plaintext: bytes, key_dir: Path) -> bytes:
+    """A patch waiting to be encrypted is kept sealed to the vendor's own key, so no
+    plaintext is ever at rest, even when `encrypt` fails or is interrupted."""
+    return encrypt(plaintext, [load_public_key(key_dir)])
+
+
+def needs_rewrite(
+    stored: Path, same_plaintext: bool, recipients: Sequence[rsa.RSAPublicKey]
+) -> bool:
+    """Ciphertext is rewritten only when its plaintext or its readers changed: a re-run or a
+    fresh clone leaves `git status` clean."""
+    wanted = sorted(fingerprint(key) for key in recipients)
+    return not (stored.is_file() and same_plaintext and readable_by(stored) == wanted)

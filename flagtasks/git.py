@@ -1,8 +1,13 @@
-"""Every git command flagtasks runs, as small named functions over `sh`.
+"""Every git command flagtasks runs, as small named functions over `subprocess`.
 
 Work on the upstream goes through a `Scratch`: a temporary index and object folder that
 borrow the upstream's objects (alternates), so making and checking patches never touches
 the user's working tree, index, HEAD, refs or object store.
+
+git runs through the standard library: `subprocess` starts it with fork_exec in C, which is
+safe from threaded processes (`doit -n N -P thread`) and costs a third of what a
+Python-level fork did. The caller's environment passes through `clean_env`, an allow-list,
+so no `GIT_*` variable of a hook, a shell or a CI runner can redirect or break a command.
 """
 
 from __future__ import annotations
@@ -10,25 +15,50 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import subprocess
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import sh
+from typing import Any
 
 from .errors import GitError, OperationError, UsageError
 
-try:
-    _GIT = sh.Command("git").bake(_tty_out=False, _return_cmd=True, _truncate_exc=False)
-except sh.CommandNotFound:  # pragma: no cover - depends on the machine
-    _GIT = None
+GIT_KEPT = frozenset(
+    {
+        # Where git itself lives and how it reaches remotes: nothing here changes which
+        # repository, index or objects a command works on, nor what it writes.
+        "GIT_EXEC_PATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_NO_VERIFY",
+        "GIT_ASKPASS",
+        "GIT_HTTP_PROXY_AUTHMETHOD",
+        "GIT_ALLOW_PROTOCOL",
+        # Which configuration files to read, as HOME does.
+        "GIT_CONFIG_NOSYSTEM",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+    }
+)
+"""The caller's `GIT_*` variables that reach git; every other one is dropped (GIT_DIR,
+GIT_INDEX_FILE, GIT_OBJECT_DIRECTORY, GIT_CONFIG_PARAMETERS, identities, ...)."""
 
-# `sh` forks from Python; two threads forking at once (`doit -n N -P thread`) once crashed
-# the process, so launches are serialised. The commands themselves still run in parallel.
-_LAUNCH = threading.Lock()
+FIXED_ENV = {"LC_ALL": "C", "LANGUAGE": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"}
+"""Messages in English (we parse a few), never a prompt or a pager."""
+
+
+def clean_env(environ: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` without the `GIT_*` variables outside GIT_KEPT, plus FIXED_ENV and `extra`."""
+    env = {k: v for k, v in environ.items() if not k.startswith("GIT_") or k in GIT_KEPT}
+    env.update(FIXED_ENV)
+    if extra:
+        env.update(extra)
+    return env
+
 
 # Settings that change the bytes of a patch; pinned so output is the same everywhere.
 PATCH_CONFIG = (
@@ -94,21 +124,13 @@ BUILD_IDENTITY = {
 }
 
 
-def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"LC_ALL": "C", "LANGUAGE": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"})
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    env.pop("GIT_INDEX_FILE", None)
-    if extra:
-        env.update(extra)
-    return env
+_GIT = shutil.which("git")
 
 
 def run(
     repo: Path,
     *args: str,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     config: Iterable[str] = (),
 ) -> bytes:
@@ -116,18 +138,20 @@ def run(
     if _GIT is None:
         raise UsageError("git is not installed: install git 2.30 or newer")
     pinned = [arg for item in config for arg in ("-c", item)]
-    try:
-        with _LAUNCH:
-            proc = _GIT(
-                "-C", str(repo), *pinned, *args, _env=_env(env), _in=stdin, _bg=True, _bg_exc=False
-            )
-        proc.wait()
-    except sh.ErrorReturnCode as exc:
-        raise GitError(args, exc.exit_code, exc.stderr.decode("utf-8", "replace")) from None
+    proc = subprocess.run(
+        [_GIT, "-C", str(repo), *pinned, *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=clean_env(os.environ, env),
+        check=False,
+    )
+    if proc.returncode:
+        raise GitError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
     return proc.stdout
 
 
-def text(repo: Path, *args: str, **kwargs) -> str:
+def text(repo: Path, *args: str, **kwargs: Any) -> str:
     """`run` with stdout decoded and stripped, for one-line answers."""
     return run(repo, *args, **kwargs).decode("utf-8", "replace").strip()
 
@@ -144,6 +168,30 @@ def is_repo(path: Path) -> bool:
 def toplevel(path: Path) -> Path:
     """The work tree root of the checkout containing `path`."""
     return Path(text(path, "rev-parse", "--show-toplevel"))
+
+
+def work_tree_top(path: Path) -> Path | None:
+    """The top of the work tree holding `path`, or None outside one (or in a bare repo)."""
+    try:
+        top = text(path, "rev-parse", "--show-toplevel")
+    except (GitError, OSError):
+        return None
+    return Path(top) if top else None
+
+
+def info_exclude(top: Path) -> Path:
+    """The checkout's own ignore file (`.git/info/exclude`, also from a linked worktree)."""
+    path = Path(text(top, "rev-parse", "--git-path", "info/exclude"))
+    return path if path.is_absolute() else top / path
+
+
+def superproject(top: Path) -> Path | None:
+    """The work tree a submodule checkout belongs to, or None."""
+    try:
+        found = text(top, "rev-parse", "--show-superproject-working-tree")
+    except GitError:
+        return None
+    return Path(found) if found else None
 
 
 def objects_dir(repo: Path) -> Path:
@@ -207,6 +255,29 @@ def count_commits(repo: Path, spec: str) -> int:
     return int(text(repo, "rev-list", "--count", "--no-merges", spec))
 
 
+def is_ancestor(repo: Path, older: str, newer: str) -> bool:
+    try:
+        run(repo, "merge-base", "--is-ancestor", older, newer)
+    except GitError as exc:
+        if exc.code == 1:
+            return False
+        raise
+    return True
+
+
+def merge_base(repo: Path, one: str, other: str) -> str | None:
+    try:
+        return text(repo, "merge-base", one, other) or None
+    except GitError:
+        return None
+
+
+def merges_in(repo: Path, spec: str) -> list[str]:
+    """Merge commits in a range, newest first, as 'sha8 subject'."""
+    out = text(repo, "log", "--merges", "--format=%h %s", "--abbrev=8", spec, "--")
+    return [line for line in out.splitlines() if line]
+
+
 def commit_object(repo: Path, sha: str) -> bytes:
     """The raw commit object, to copy author and message into a squash commit."""
     return run(repo, "cat-file", "commit", sha)
@@ -221,17 +292,13 @@ class Scratch:
 
     @property
     def env(self) -> dict[str, str]:
-        alternates = [str(objects_dir_cached(self.repo))]
-        inherited = os.environ.get("GIT_ALTERNATE_OBJECT_DIRECTORIES")
-        if inherited:
-            alternates.append(inherited)
         return {
             "GIT_INDEX_FILE": str(self.dir / "index"),
             "GIT_OBJECT_DIRECTORY": str(self.dir / "objects"),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.pathsep.join(alternates),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects_dir_cached(self.repo)),
         }
 
-    def run(self, *args: str, **kwargs) -> bytes:
+    def run(self, *args: str, **kwargs: Any) -> bytes:
         return run(self.repo, *args, env={**self.env, **kwargs.pop("env", {})}, **kwargs)
 
     def read_tree(self, rev: str) -> None:
@@ -251,7 +318,12 @@ class Scratch:
         return self.run("write-tree").decode().strip()
 
     def commit_tree(
-        self, tree: str, parent: str, message: bytes, env: dict[str, str], config=()
+        self,
+        tree: str,
+        parent: str,
+        message: bytes,
+        env: dict[str, str],
+        config: Iterable[str] = (),
     ) -> str:
         out = self.run("commit-tree", tree, "-p", parent, stdin=message, env=env, config=config)
         return out.decode().strip()
@@ -285,9 +357,28 @@ def scratch(repo: Path) -> Iterator[Scratch]:
 def init_shared(path: Path, borrow_from: Path, branch: str) -> None:
     """Create an empty repo at `path` whose object store borrows `borrow_from` (alternates)."""
     run(path.parent, "init", "-q", "--template=", "-b", branch, str(path))
-    info = path / ".git" / "objects" / "info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "alternates").write_text(f"{borrow_from}\n", encoding="utf-8")
+    point_alternates(path, borrow_from)
+
+
+def point_alternates(path: Path, borrow_from: Path) -> None:
+    """Make the repo at `path` borrow objects from `borrow_from`, by a path relative to its
+    own object folder, so moving the checkout with its build folder keeps the tree working."""
+    objects = path / ".git" / "objects"
+    (objects / "info").mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(borrow_from, objects.resolve())
+    (objects / "info" / "alternates").write_text(f"{relative}\n", encoding="utf-8")
+
+
+def alternates_broken(path: Path) -> bool:
+    """True when a repo's alternates name an object folder that is not there (the upstream
+    moved): every git command in it would fail, so it is repointed before anything else."""
+    alternates = path / ".git" / "objects" / "info" / "alternates"
+    try:
+        entries = alternates.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    base = alternates.parent.parent
+    return any(line and not (base / line).is_dir() for line in entries if not line.startswith("#"))
 
 
 def checkout_new(path: Path, branch: str, base: str) -> None:
@@ -360,14 +451,19 @@ def subject(repo: Path, rev: str) -> str:
 
 
 def commit_paths(repo: Path, paths: list[Path], message: str) -> str:
-    """Commit exactly `paths` on HEAD through a temporary index, leaving the user's other
-    staged and unstaged work as it was."""
+    """Commit exactly `paths` (a missing one as its deletion) on HEAD through a temporary
+    index, leaving the user's other staged and unstaged work as it was."""
     relative = [str(p.relative_to(repo)) for p in paths]
     parent = text(repo, "rev-parse", "--verify", "-q", "HEAD") if _has_head(repo) else ""
     with tempfile.TemporaryDirectory(prefix="flagtasks-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         run(repo, "read-tree", *([parent] if parent else ["--empty"]), env=env)
-        run(repo, "add", "-A", "--", *relative, env=env)
+        present = [rel for rel, path in zip(relative, paths, strict=True) if path.exists()]
+        gone = [rel for rel, path in zip(relative, paths, strict=True) if not path.exists()]
+        if present:
+            run(repo, "add", "-A", "--", *present, env=env)
+        if gone:
+            run(repo, "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone, env=env)
         tree = text(repo, "write-tree", env=env)
         args = ["commit-tree", tree, *(["-p", parent] if parent else []), "-m", message]
         commit = text(repo, *args)

@@ -6,28 +6,38 @@ Each check returns every problem it finds, so CI shows the full list in one run.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 from . import crypto, git, store
-from .actions import reported
+from .engine import reported
 from .errors import OperationError, UsageError
 from .names import is_base8, is_device
 
 
 def store_problems(hardware: Path) -> list[str]:
     """Names, plaintext beside encrypted, metadata presence, hetero.txt vs folders."""
-    problems = []
+    problems: list[str] = []
     if not hardware.is_dir():
         return problems
     found = store.scan(hardware)
     for entry in sorted(hardware.iterdir()):
-        if entry.name == store.HETERO or entry.name.startswith("."):
+        if entry.is_symlink():
+            if entry.name == store.HETERO or entry.is_dir():
+                problems.append(
+                    f"{entry}: a symbolic link in the store; replace it with a real "
+                    f"{'file' if entry.name == store.HETERO else 'folder'}"
+                )
             continue
-        if not entry.is_dir() or not is_device(entry.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue  # the project's own files (README, LICENSE, ...) and hidden folders
+        if not is_device(entry.name):
             problems.append(f"{entry}: not a device folder (<Vendor>_<Chip>); rename or remove it")
             continue
         for base_dir in sorted(entry.iterdir()):
-            if not base_dir.is_dir() or not is_base8(base_dir.name):
+            if base_dir.is_symlink():
+                problems.append(f"{base_dir}: a symbolic link in the store; replace it")
+            elif not base_dir.is_dir() or not is_base8(base_dir.name):
                 problems.append(
                     f"{base_dir}: not a base folder (8 hex digits); rename or remove it"
                 )
@@ -52,24 +62,35 @@ def store_problems(hardware: Path) -> list[str]:
                     f"{adaptation.folder / store.META}: says encrypted={meta.get('encrypted')} "
                     "but the stored patch is not; regenerate the adaptation"
                 )
+    source = store.hetero_file(hardware)
     try:
-        combos = store.read_hetero(hardware)
+        combos = store.read_hetero_any(hardware)
     except UsageError as exc:
         return [*problems, exc.message]
-    seen: set[str] = set()
+    legacy = source is not None and source != hardware / store.HETERO
+    seen: dict[str, tuple[str, ...]] = {}
     for combo in combos:
-        if combo.base8 in seen:
-            problems.append(
-                f"{hardware / store.HETERO}:{combo.line}: second line for {combo.base8}; keep one"
-            )
-        seen.add(combo.base8)
+        if combo.base8 in seen and not (legacy and seen[combo.base8] == combo.devices):
+            problems.append(f"{source}:{combo.line}: second line for {combo.base8}; keep one")
+        seen[combo.base8] = combo.devices
         for device in combo.devices:
             if combo.base8 not in found.get(device, {}):
                 problems.append(
-                    f"{hardware / store.HETERO}:{combo.line}: {device} has no adaptation on "
+                    f"{source}:{combo.line}: {device} has no adaptation on "
                     f"{combo.base8}; generate it or fix the line"
                 )
     return problems
+
+
+def hetero_notes(hardware: Path) -> list[str]:
+    """What verify says, without failing, about a hetero.txt where FlagScale's tool put it."""
+    source = store.hetero_file(hardware)
+    if source is None or source == hardware / store.HETERO:
+        return []
+    return [
+        f"note: combos are read from {source} (FlagScale's tool); flagtasks keeps them in "
+        f"{hardware / store.HETERO}: git mv {source} {hardware / store.HETERO}"
+    ]
 
 
 def secret_problems(root: Path, hardware: Path) -> list[str]:
@@ -125,9 +146,32 @@ def _encrypted_plaintext_hashes(hardware: Path) -> set[str]:
     return hashes
 
 
+def commit_problems(root: Path, hardware: Path, adaptation: store.Adaptation) -> list[str]:
+    """What would stop `patch --commit` from committing an adaptation's own files: the
+    checks of `verify:store` for them (kind, metadata, secrets)."""
+    problems = []
+    if adaptation.plain and adaptation.encrypted:
+        problems.append(f"{adaptation.plain}: plaintext beside the encrypted patch; delete it")
+    meta = adaptation.meta
+    if not meta or meta.get("invalid"):
+        problems.append(f"{adaptation.folder / store.META}: missing or not valid; regenerate it")
+    secrets = _encrypted_plaintext_hashes(hardware)
+    for path in (adaptation.stored, adaptation.folder / store.META, hardware / store.HETERO):
+        if path.is_symlink():
+            problems.append(f"{path}: a symbolic link; replace it with the file")
+            continue
+        if path.is_file():
+            problem = _secret_in(path, secrets)
+            if problem:
+                problems.append(f"{path.relative_to(root)}: {problem}")
+    return problems
+
+
 @reported
 def check_task(root: Path, hardware: Path) -> str:
+    notes = "".join(f"{note}\n" for note in hetero_notes(hardware))
     problems = store_problems(hardware) + secret_problems(root, hardware)
     if problems:
-        raise OperationError(f"{len(problems)} store problem(s): " + " | ".join(problems))
-    return "store is consistent"
+        sys.stdout.write(notes)
+        raise OperationError.of([f"{len(problems)} store problem(s):", *problems])
+    return f"{notes}store is consistent"

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
+from typing import NoReturn
 
 from . import git
 from .errors import GitError, OperationError, UsageError
@@ -78,7 +79,9 @@ def _replay(scratch: git.Scratch, base: str, parts: list[bytes]) -> str:
     return scratch.write_tree()
 
 
-def _name_failure(scratch: git.Scratch, base: str, files: list[Path], parts: list[bytes]):
+def _name_failure(
+    scratch: git.Scratch, base: str, files: list[Path], parts: list[bytes]
+) -> NoReturn:
     """Re-apply one by one to say which patch failed and where (slow path, failure only)."""
     scratch.read_tree(base)
     for number, path in enumerate(files, start=1):
@@ -114,6 +117,7 @@ def apply_tree(repo: Path, base: str, mbox: bytes) -> str:
 
 def make(repo: Path, base: str, current: str, mode: str) -> Made:
     """Generate base..current in `mode` ("series", "squash" or "auto") and prove it exact."""
+    _refuse_unrelated_base(repo, base, current)
     tree = git.tree_of(repo, current)
     if tree == git.tree_of(repo, base):
         raise UsageError(
@@ -140,6 +144,20 @@ def make(repo: Path, base: str, current: str, mode: str) -> Made:
         return Made(data, "squash", tree, 1, note)
 
 
+def _refuse_unrelated_base(repo: Path, base: str, current: str) -> None:
+    """A base that is not an ancestor of current would make the patch undo upstream work."""
+    if git.is_ancestor(repo, base, current):
+        return
+    lost = git.count_commits(repo, f"{current}..{base}")
+    fork = git.merge_base(repo, base, current)
+    hint = f" (or use the base it was made on: {fork[:8]}, where they meet)" if fork else ""
+    raise UsageError(
+        f"base {base[:8]} is not an ancestor of current {current[:8]}: the patch would revert "
+        f"{lost} upstream commit(s) that are in {base[:8]} but not in {current[:8]}; rebase "
+        f"the vendor branch onto the base (git rebase {base[:8]}){hint}"
+    )
+
+
 def _series_problem(
     scratch: git.Scratch, base: str, current: str, data: bytes, tree: str
 ) -> str | None:
@@ -149,15 +167,24 @@ def _series_problem(
     try:
         got = _replay(scratch, base, split(data))
     except PatchFailed as exc:
-        return f"commit {_commit_of(scratch, base, current, exc.number)} {exc.subject!r} " + (
+        failed = f"commit {_commit_of(scratch, base, current, exc.number)} {exc.subject!r} " + (
             f"does not apply ({exc.where})"
         )
+        merges = git.merges_in(scratch.repo, f"{base}..{current}")
+        return f"{failed}; {_merges_said(merges)}" if merges else failed
     if got != tree:
-        return (
-            f"the patches give tree {got[:12]}, not current's {tree[:12]} "
-            "(merge commits with conflict resolutions or subtree merges are not in a series)"
-        )
+        merges = git.merges_in(scratch.repo, f"{base}..{current}")
+        if merges:
+            return _merges_said(merges)
+        return f"the patches give tree {got[:12]}, not current's {tree[:12]}"
     return None
+
+
+def _merges_said(merges: list[str]) -> str:
+    return (
+        f"the range holds {len(merges)} merge commit(s), e.g. {merges[0]!r}, whose "
+        "changes (conflict resolutions, subtree merges) are not in a series of patches"
+    )
 
 
 def _commit_of(scratch: git.Scratch, base: str, current: str, number: int) -> str:

@@ -67,9 +67,73 @@ class Plan:
     def devices(self) -> list[str]:
         return sorted(set(self.stored) | set(self.vendors))
 
+    @property
+    def repo(self) -> Path:
+        return self.config.repo
+
+    @property
+    def hardware(self) -> Path:
+        return self.config.hardware
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    def paths(self, files: list[Path]) -> list[str]:
+        """File paths for doit, relative to the checkout's root where doit runs, so moving
+        the checkout does not make every task look stale."""
+        root = self.config.root
+        return [str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files]
+
+
+def inputs(job: StoredJob, vendor: VendorJob | None) -> list[Path]:
+    """The stored files a task reads: the patch, and its metadata when there is one."""
+    made_here = vendor is not None and vendor.base8 == job.base8
+    return [job.patch, job.meta] if made_here or job.meta.is_file() else [job.patch]
+
+
+def build_inputs(job: StoredJob, vendor: VendorJob | None) -> list[Path]:
+    """What a build depends on. An encrypted patch with metadata is tracked by its metadata
+    (which holds the plaintext's sha256), so re-encrypting for new recipients rebuilds nothing.
+    """
+    found = inputs(job, vendor)
+    return [job.meta] if job.encrypted and job.meta in found else found
+
+
+def producer(vendor: VendorJob) -> str:
+    """The task that writes a vendor device's stored patch."""
+    return f"{'encrypt' if vendor.key else 'format_patch'}:{vendor.device}"
+
 
 def digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+PICKS = "picks.json"
+"""In the state folder: the base (and key folder) each device's user last built with
+`flagtasks unpatch`, so later `doit unpatch` runs keep building it."""
+
+
+def read_picks(state_dir: Path) -> dict[str, dict[str, str | None]]:
+    """device -> {"base8": ..., "key": ...}; whatever is malformed is ignored."""
+    try:
+        data = json.loads((state_dir / PICKS).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    picks: dict[str, dict[str, str | None]] = {}
+    for device, pick in data.items() if isinstance(data, dict) else ():
+        if isinstance(pick, dict) and isinstance(pick.get("base8"), str):
+            key = pick.get("key")
+            picks[device] = {"base8": pick["base8"], "key": key if isinstance(key, str) else None}
+    return picks
+
+
+def record_pick(state_dir: Path, device: str, base8: str, key: Path | None) -> None:
+    picks = read_picks(state_dir)
+    picks[device] = {"base8": base8, "key": str(key) if key else None}
+    store.atomic_write(
+        state_dir / PICKS, json.dumps(picks, indent=2, sort_keys=True).encode(), 0o600
+    )
 
 
 def make(config: Config, build_root: Path | None = None, force: bool = False) -> Plan:
@@ -155,9 +219,13 @@ def _builds(
 ) -> dict[str, BuildJob]:
     chosen: dict[str, StoredJob] = {}
     undecided: dict[str, dict[str, StoredJob]] = {}
+    picks = read_picks(config.state_dir)
     for device, bases in stored.items():
+        picked = picks.get(device, {}).get("base8")
         if device in config.use:
             chosen[device] = _used(config, device, bases, shas)
+        elif picked in bases:
+            chosen[device] = bases[picked]
         elif device in vendors:
             chosen[device] = bases[vendors[device].base8]
         elif len(bases) == 1:
@@ -173,17 +241,34 @@ def _builds(
             )
     builds = {}
     for device, job in chosen.items():
-        key = config.keys.get(device) or (vendors[device].key if device in vendors else None)
+        picked_key = picks.get(device, {}).get("key")
+        key = (
+            config.keys.get(device)
+            or (vendors[device].key if device in vendors else None)
+            or (Path(picked_key) if picked_key else None)
+        )
         dest = build_root / device / config.name
         values = {
             "format": FORMAT_VERSION,
             "base": job.base,
             "base8": job.base8,
             "encrypted": job.encrypted,
-            "dest": str(dest),
         }
         builds[device] = BuildJob(stored=job, dest=dest, key=key, digest=digest(values))
     return builds
+
+
+def content_id(job: StoredJob) -> str | None:
+    """What a tree is built from, so a tree restored from a backup or cache of another
+    adaptation is stale: the patch's sha256; for an encrypted patch with metadata, the
+    plaintext's sha256 it records (checked after decryption), so re-encrypting rebuilds
+    nothing."""
+    if job.encrypted:
+        meta = store.read_meta(job.meta) or {}
+        claimed = meta.get("patch_sha256")
+        if isinstance(claimed, str) and not meta.get("invalid"):
+            return f"plaintext:{claimed}"
+    return store.file_digest(job.patch)
 
 
 def _used(

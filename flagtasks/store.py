@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ PATCH = ".patch"
 ENCRYPTED = ".patch.encrypted"
 META = "meta.json"
 HETERO = "hetero.txt"
+LEGACY_HETERO = ("tools/patch/hetero.txt", "flagscale/tools/patch/hetero.txt")
+"""Where FlagScale's own tool kept hetero.txt, relative to the folder holding hardware/;
+read when hardware/hetero.txt does not exist (flagtasks writes hardware/hetero.txt)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,10 @@ def meta_path(hardware: Path, device: str, base8: str) -> Path:
 def read_meta(path: Path) -> dict | None:
     """The metadata dict, or None when absent (stores written by FlagScale's own tool)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_small(path, MAX_META))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError, UsageError):
         return {"invalid": True}
     return data if isinstance(data, dict) else {"invalid": True}
 
@@ -197,15 +201,52 @@ def parse_hetero(text: str, where: str = HETERO) -> list[Combo]:
     return combos
 
 
+def hetero_file(hardware: Path) -> Path | None:
+    """The hetero.txt in force: hardware/hetero.txt, else a legacy one, else None."""
+    for path in (hardware / HETERO, *(hardware.parent / rel for rel in LEGACY_HETERO)):
+        if path.exists() or path.is_symlink():
+            return path
+    return None
+
+
 def read_hetero(hardware: Path) -> list[Combo]:
-    path = hardware / HETERO
+    """The combos of hardware/hetero.txt (the file flagtasks writes)."""
+    return _read_combos(hardware / HETERO)
+
+
+def read_hetero_any(hardware: Path) -> list[Combo]:
+    """The combos in force: hardware/hetero.txt, else the legacy file of FlagScale's tool."""
+    path = hetero_file(hardware)
+    return _read_combos(path) if path else []
+
+
+def _read_combos(path: Path) -> list[Combo]:
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symbolic link: replace it with the file itself")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small(path, MAX_HETERO)
     except FileNotFoundError:
         return []
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text; fix or remove the file") from None
     return parse_hetero(text, str(path))
+
+
+MAX_HETERO = 1 << 20
+MAX_META = 1 << 20
+
+
+def read_small(path: Path, limit: int) -> str:
+    """A small text file of the store, refusing one that is not a regular file or is
+    larger than `limit` (a FIFO, /dev/zero behind a name, a huge file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise UsageError(f"{path}: not a regular file; replace it with the file itself")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{path}: larger than {limit} bytes; this is not a store file")
+    return data.decode("utf-8")
 
 
 def with_combo(text: str, base8: str, devices: tuple[str, ...]) -> str:
@@ -231,10 +272,17 @@ def with_combo(text: str, base8: str, devices: tuple[str, ...]) -> str:
 
 
 def write_combo(hardware: Path, base8: str, devices: tuple[str, ...]) -> bool:
+    """Set the combo line for `base8` in hardware/hetero.txt, atomically. A legacy file of
+    FlagScale's tool seeds it, so its combos carry over (repeated lines once)."""
     path = hardware / HETERO
+    source = hetero_file(hardware) or path
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small(source, MAX_HETERO) if not source.is_symlink() else ""
     except FileNotFoundError:
         text = ""
-    parse_hetero(text, str(path))
+    if source.is_symlink():
+        raise UsageError(f"{source} is a symbolic link: replace it with the file itself")
+    parse_hetero(text, str(source))
+    if source != path:
+        text = "".join(f"{line}\n" for line in dict.fromkeys(text.splitlines()))
     return atomic_write(path, with_combo(text, base8, devices).encode())

@@ -1,4 +1,6 @@
-"""Real git repositories for the tests: thin git helpers, project setup and scenario builders.
+"""Real git repositories for the tests: files and commits, project setup, store paths, tree
+comparisons, snapshots and scenario builders, on top of fixtures.py (environment, runners, the
+sample).
 
 Every builder makes a tiny upstream repository whose history is a pure function of the code
 (fixed identities and dates), so commit ids are the same on every run and every machine.
@@ -12,44 +14,32 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-EPOCH = 1_700_000_000
-"""Author/committer time of the first fixture commit; each later one is a minute on."""
+from fixtures import (
+    EPOCH,
+    UPSTREAM,
+    A,
+    B,
+    C,
+    clean_env,
+    clone_sample,
+    flagtasks_ok,
+    git,
+    git_env,
+    git_raw,
+    rev,
+)
 
-UPSTREAM = ("Ada Upstream", "ada@upstream.example")
 VENDOR = ("Vera Vendor", "vera@vendor.example")
 TIP_AUTHOR = ("Tomás Tip-Author", "tip@vendor.example")
 
 SKIPPED_TOP = frozenset({".git", "build", ".flagtasks", "hardware", "__pycache__"})
 """Top-level entries of a project that snapshot() leaves out: the tool's own outputs."""
-
-GIT_VARS_DROPPED = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_AUTHOR_NAME",
-    "GIT_AUTHOR_EMAIL",
-    "GIT_AUTHOR_DATE",
-    "GIT_COMMITTER_NAME",
-    "GIT_COMMITTER_EMAIL",
-    "GIT_COMMITTER_DATE",
-    "GIT_CONFIG",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-    "GIT_CONFIG_GLOBAL",
-    "DOIT_CONFIG",
-)
 
 DODO = "from flagtasks.tasks import *  # noqa: F401,F403\n"
 EXCLUDES = ("build/", ".flagtasks/", "/dodo.py", "/config.toml", ".doit*", "__pycache__/")
@@ -73,79 +63,45 @@ Content = bytes | str | Link | Exe | None
 # --------------------------------------------------------------------------- git
 
 
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ without variables that would point git elsewhere or pin identities."""
-    env = {k: v for k, v in os.environ.items() if k not in GIT_VARS_DROPPED}
-    env["GIT_CONFIG_NOSYSTEM"] = "1"
-    env["LC_ALL"] = "C"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    if extra:
-        env.update(extra)
-    return env
-
-
-def _fixture_env(when: int = EPOCH, author: tuple[str, str] = UPSTREAM) -> dict[str, str]:
-    date = f"{when} +0000"
-    return clean_env(
-        {
-            "GIT_AUTHOR_NAME": author[0],
-            "GIT_AUTHOR_EMAIL": author[1],
-            "GIT_AUTHOR_DATE": date,
-            "GIT_COMMITTER_NAME": UPSTREAM[0],
-            "GIT_COMMITTER_EMAIL": UPSTREAM[1],
-            "GIT_COMMITTER_DATE": date,
-        }
-    )
-
-
-def git_raw(
-    repo: Path,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    input: bytes | None = None,
-    check: bool = True,
-) -> bytes:
-    """Run git in `repo` with a deterministic environment; return raw stdout."""
-    full_env = _fixture_env()
-    if env:
-        full_env.update(env)
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        env=full_env,
-        input=input,
-        capture_output=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"git {' '.join(args)} failed in {repo} ({proc.returncode}):\n"
-            + proc.stderr.decode(errors="replace")
-        )
-    return proc.stdout
-
-
-def git(
-    repo: Path,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    input: bytes | None = None,
-) -> str:
-    """Run git in `repo` (check=True); stdout as text without the final newline."""
-    out = git_raw(repo, *args, env=env, input=input)
-    return out.decode("utf-8", "surrogateescape").rstrip("\n")
-
-
-def rev(repo: Path, spec: str) -> str:
-    """Full SHA of a commit-ish or `<rev>^{tree}`."""
-    return git(repo, "rev-parse", "--verify", "--end-of-options", spec)
-
-
 def tree_of(repo: Path, spec: str) -> str:
     return rev(repo, f"{spec}^{{tree}}")
 
 
 def base8(repo: Path, spec: str) -> str:
     return rev(repo, f"{spec}^{{commit}}")[:8]
+
+
+def subject(repo: Path, spec: str) -> str:
+    return git(repo, "log", "-1", "--format=%s", spec)
+
+
+def changed_paths(repo: Path, commit: str) -> list[str]:
+    return sorted(git(repo, "diff-tree", "--no-commit-id", "-r", "--name-only", commit).split())
+
+
+def ambiguous_prefix(repo: Path) -> str:
+    """Write two commits whose SHAs share their first 4 hex digits; return those 4 digits.
+
+    Commit ids are computed here (sha1 of the object), so only the pair is written."""
+    tree = rev(repo, "v1.0^{tree}")
+    parent = rev(repo, "v1.0")
+    seen: dict[str, bytes] = {}
+    for i in range(200_000):
+        body = (
+            f"tree {tree}\nparent {parent}\n"
+            "author Probe <probe@example.invalid> 1700000000 +0000\n"
+            "committer Probe <probe@example.invalid> 1700000000 +0000\n\n"
+            f"probe {i}\n"
+        ).encode()
+        sha = hashlib.sha1(b"commit %d\0" % len(body) + body).hexdigest()
+        prefix = sha[:4]
+        if prefix in seen:
+            for data in (seen[prefix], body):
+                written = git_raw(repo, "hash-object", "-t", "commit", "-w", "--stdin", input=data)
+                assert written.decode().startswith(prefix)
+            return prefix
+        seen[prefix] = body
+    raise AssertionError("no 4-hex collision found")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- files
@@ -200,7 +156,7 @@ def commit(
     args = ["commit", "-q", "--no-verify", "-F", "-"]
     if allow_empty:
         args.append("--allow-empty")
-    git(repo, *args, env=_fixture_env(when, author), input=msg.encode())
+    git(repo, *args, env=git_env(when, author), input=msg.encode())
     return rev(repo, "HEAD")
 
 
@@ -245,49 +201,6 @@ def make_project(
     (path / "dodo.py").write_text(DODO)
     write_config(path, vendors, name)
     return path
-
-
-# --------------------------------------------------------------------------- doit
-
-
-def doit_bin() -> str:
-    return str(Path(sys.executable).parent / "doit")
-
-
-def run_doit(
-    project: Path,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 180,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real doit next to this interpreter in `project`; never raises on failure."""
-    return subprocess.run(
-        [doit_bin(), *args],
-        cwd=project,
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def describe(proc: subprocess.CompletedProcess[str]) -> str:
-    """Everything about a doit run, for assertion messages."""
-    return (
-        f"$ {' '.join(map(str, proc.args))}\nexit {proc.returncode}\n"
-        f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
-    )
-
-
-def executed(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    """Tasks doit ran (`.  task` lines)."""
-    return [line[3:] for line in proc.stdout.splitlines() if line.startswith(".  ")]
-
-
-def up_to_date(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    """Tasks doit skipped as up to date (`-- task` lines)."""
-    return [line[3:] for line in proc.stdout.splitlines() if line.startswith("-- ")]
 
 
 # --------------------------------------------------------------------------- store
@@ -528,6 +441,69 @@ def settle_index(repo: Path) -> None:
     git_raw(repo, "status", "--porcelain")
 
 
+def files_state(root: Path, skip: frozenset[str] = frozenset({".git"})) -> dict[str, tuple]:
+    """Every entry below `root` (top-level names in `skip` left out): type, mode, bytes."""
+    out: dict[str, tuple] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirs, names in os.walk(root):
+        here = Path(dirpath)
+        if here == root:
+            dirs[:] = [d for d in dirs if d not in skip]
+            names = [n for n in names if n not in skip]
+        for name in [*dirs, *names]:
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir",)
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes())
+    return out
+
+
+def git_state(repo: Path) -> dict[str, str]:
+    """What git shows of a checkout: HEAD, refs, staged and unstaged changes, untracked."""
+    return {
+        "HEAD": git(repo, "symbolic-ref", "-q", "HEAD") if _on_branch(repo) else "detached",
+        "head": rev(repo, "HEAD"),
+        "refs": git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
+        "status": "\n".join(
+            line
+            for line in git(repo, "status", "--porcelain=v1", "--untracked-files=all").splitlines()
+            if not line[3:].startswith(".flagtasks/")  # the tool's own state folder
+        ),
+        "staged": git(repo, "diff", "--cached", "--binary"),
+        "unstaged": git(repo, "diff", "--binary"),
+        "stash": git(repo, "stash", "list"),
+    }
+
+
+def _on_branch(repo: Path) -> bool:
+    return (repo / ".git" / "HEAD").read_text().startswith("ref:")
+
+
+class Frozen:
+    """Everything a failing command must leave as it was: files (hardware/ included, the
+    state folder .flagtasks/ left out) and git's view of the checkout."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.files = files_state(repo, frozenset({".git", ".flagtasks"}))
+        self.git = git_state(repo)
+
+    def assert_unchanged(self) -> None:
+        after = files_state(self.repo, frozenset({".git", ".flagtasks"}))
+        changed = sorted(
+            p for p in set(self.files) | set(after) if self.files.get(p) != after.get(p)
+        )
+        assert changed == [], f"files changed by a failing command: {changed}"
+        after_git = git_state(self.repo)
+        assert {k: v for k, v in after_git.items() if v != self.git[k]} == {}
+
+
 # --------------------------------------------------------------------------- series check
 
 
@@ -761,26 +737,6 @@ def commit_on(repo: Path, branch: str, msg: str, files: Mapping[str, Content]) -
     return sha
 
 
-class Runs:
-    """doit runs in one project, each distinct command line run once and remembered, so that
-    module-scoped tests can ask for their prerequisites in any order."""
-
-    def __init__(self, project: Path) -> None:
-        self.project = project
-        self.done: dict[tuple[str, ...], subprocess.CompletedProcess[str]] = {}
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        if args not in self.done:
-            self.done[args] = run_doit(self.project, *args)
-        return self.done[args]
-
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Like calling, but the run must have succeeded."""
-        proc = self(*args)
-        assert proc.returncode == 0, describe(proc)
-        return proc
-
-
 HOSTILE_FORMAT_CONFIG = """\
 [diff]
 \tnoprefix = true
@@ -826,23 +782,32 @@ def hostile_home(parent: Path, config: str) -> Path:
     return home
 
 
-def run_cli_checked(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m flagtasks ARGS` in `project`; no output may ever show key material."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "flagtasks", *args],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
-    return proc
+# --------------------------------------------------------------------------- the CLI's sample
+
+D = "D_W300"  # a fourth device, on v1.0, only in vendor_checkout()
+D_FILES = {"flagscale/backends/d_w300.py": "W300 = True\n"}
+A11_FILES = {"flagscale/backends/a_x100.py": "X100_ON_V11 = True\n"}
 
 
-def run_doit_checked(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`doit ARGS` in `project`; no output may ever show key material."""
-    proc = run_doit(project, *args)
-    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
-    return proc
+def vendor_checkout(dest: Path) -> Path:
+    """A realistic checkout of the sample: local vendor branches, an identity, HEAD on main.
+
+    Two extra one-commit vendor branches: vendor/D_W300 on v1.0 and vendor/A_X100-v1.1."""
+    clone_sample(dest, branches=True, identity=("Test Vendor", "vendor@example.invalid"))
+    add_vendor_branch(dest, f"vendor/{D}", D_FILES, start="v1.0")
+    add_vendor_branch(dest, f"vendor/{A}-v1.1", A11_FILES, start="v1.1")
+    return dest
+
+
+def add_store(repo: Path) -> Path:
+    """Make a patch store in (a copy of) vendor_checkout: A_X100, B_Y100 (hetero with A_X100)
+    and D_W300 on v1.0, C_Z200 on v1.1. HEAD stays on main, clean."""
+    flagtasks_ok(repo, "patch", "--device-type", A, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{A}")  # fmt: skip
+    flagtasks_ok(repo, "patch", "--device-type", A, B, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{B}")  # fmt: skip
+    flagtasks_ok(repo, "patch", "--device-type", C, "--base-commit-id", "v1.1",
+                 "--current-commit-id", f"vendor/{C}")  # fmt: skip
+    flagtasks_ok(repo, "patch", "--device-type", D, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{D}")  # fmt: skip
+    return repo

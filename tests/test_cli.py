@@ -6,38 +6,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
-    DOIT,
+from fixtures import (
     NAME,
     V10_8,
     V11_8,
     A,
     B,
     C,
+    describe,
+    doit,
+    flagtasks,
+    flagtasks_fails,
+    flagtasks_ok,
+    git,
+    rev,
+)
+from repos import (
     D,
     Frozen,
     changed_paths,
-    copy_of,
-    fails,
     files_state,
-    flagtasks,
-    ok,
-    sample_checkout,
-    store_checkout,
-    subject,
-)
-from repos import (
-    clean_env,
-    describe,
-    git,
-    rev,
     settle_index,
+    subject,
     tree_of,
     worktree_mismatches,
     write,
@@ -47,28 +42,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return sample_checkout(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return store_checkout(tmp_path_factory)
-
-
-@pytest.fixture
-def fresh(sample: Path, tmp_path: Path) -> Path:
-    """A private copy of the pristine clone."""
-    return copy_of(sample, tmp_path)
-
-
-@pytest.fixture
-def stored(store: Path, tmp_path: Path) -> Path:
-    """A private copy of the clone with a patch store."""
-    return copy_of(store, tmp_path)
 
 
 def meta(repo: Path, dev: str, base8: str, hardware: str = "hardware") -> dict:
@@ -85,7 +58,7 @@ def patch_count(path: Path) -> int:
 def test_patch_one_device_without_config_defaults_to_head(fresh: Path) -> None:
     git(fresh, "checkout", "-q", f"vendor/{A}")
     assert not (fresh / "config.toml").exists()
-    ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0")
+    flagtasks_ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0")
     folder = fresh / "hardware" / A / V10_8
     assert sorted(p.name for p in folder.iterdir()) == [f"{V10_8}.patch", "meta.json"]
     assert sorted(p.name for p in (fresh / "hardware").iterdir()) == [A]  # no hetero.txt
@@ -100,22 +73,22 @@ def test_patch_with_config_uses_its_store_and_mode(fresh: Path) -> None:
         '[upstream]\nrepo = "."\nname = "FS"\nhardware = "patches"\n\n'
         f'[vendor.{A}]\nbase = "v1.0"\ncurrent = "vendor/{A}"\nmode = "squash"\n'
     )
-    ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0",
-       "--current-commit-id", f"vendor/{A}")  # fmt: skip
+    flagtasks_ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{A}")  # fmt: skip
     assert not (fresh / "hardware").exists()
     patch = fresh / "patches" / A / V10_8 / f"{V10_8}.patch"
     assert meta(fresh, A, V10_8, "patches")["mode"] == "squash"  # the config's mode
     assert patch_count(patch) == 1
     # --mode overrides the config; regenerating replaces the base's patch
-    ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0",
-       "--current-commit-id", f"vendor/{A}", "--mode", "series")  # fmt: skip
+    flagtasks_ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{A}", "--mode", "series")  # fmt: skip
     assert meta(fresh, A, V10_8, "patches")["mode"] == "series"
     assert patch_count(patch) == 4
 
 
 def test_patch_mode_squash(fresh: Path) -> None:
-    ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0",
-       "--current-commit-id", f"vendor/{A}", "--mode", "squash")  # fmt: skip
+    flagtasks_ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{A}", "--mode", "squash")  # fmt: skip
     data = meta(fresh, A, V10_8)
     assert data["mode"] == "squash"
     assert data["current"] == rev(fresh, f"vendor/{A}")
@@ -130,15 +103,15 @@ def test_patch_mode_squash(fresh: Path) -> None:
 
 def test_patch_mode_series_that_cannot_reproduce_fails_and_writes_nothing(fresh: Path) -> None:
     frozen = Frozen(fresh)
-    proc = fails(fresh, 1, "patch", "--device-type", B, "--base-commit-id", "v1.0",
-                 "--current-commit-id", f"vendor/{B}", "--mode", "series")  # fmt: skip
+    proc = flagtasks_fails(fresh, 1, "patch", "--device-type", B, "--base-commit-id", "v1.0",
+                           "--current-commit-id", f"vendor/{B}", "--mode", "series")  # fmt: skip
     assert "series" in proc.stderr
     frozen.assert_unchanged()
 
 
 def test_regenerating_a_base_replaces_that_base_only(stored: Path) -> None:
-    ok(stored, "patch", "--device-type", A, "--base-commit-id", "v1.1",
-       "--current-commit-id", f"vendor/{A}-v1.1")  # fmt: skip
+    flagtasks_ok(stored, "patch", "--device-type", A, "--base-commit-id", "v1.1",
+                 "--current-commit-id", f"vendor/{A}-v1.1")  # fmt: skip
     hardware = stored / "hardware"
     other_base = files_state(hardware / A / V11_8)
     others = {dev: files_state(hardware / dev) for dev in (B, C, D)}
@@ -148,7 +121,7 @@ def test_regenerating_a_base_replaces_that_base_only(stored: Path) -> None:
     git(stored, "checkout", "-q", f"vendor/{A}")
     write(stored, {"flagscale/backends/a_x100.py": "X100 = 'regenerated'\n"})
     git(stored, "commit", "-q", "-am", f"[{A}] regenerate")
-    ok(stored, "patch", "--device-type", A, "--base-commit-id", "v1.0")
+    flagtasks_ok(stored, "patch", "--device-type", A, "--base-commit-id", "v1.0")
 
     new = files_state(hardware / A / V10_8)
     assert new != old
@@ -186,7 +159,7 @@ def test_patch_commit_commits_only_the_store_files(fresh: Path) -> None:
     before_unstaged = git(fresh, "diff", "--binary")
     before_files = files_state(fresh, frozenset({".git", ".flagtasks", "hardware"}))
 
-    ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0", "--commit")
+    flagtasks_ok(fresh, "patch", "--device-type", A, "--base-commit-id", "v1.0", "--commit")
 
     head = rev(fresh, "HEAD")
     assert git(fresh, "rev-parse", "HEAD^") == before_head
@@ -212,7 +185,7 @@ def test_patch_commit_hetero_adds_prefix_and_hetero_txt(stored: Path) -> None:
     git(stored, "checkout", "-q", f"vendor/{D}")
     plain = subject(stored, "HEAD")
     assert not plain.startswith("[")
-    ok(stored, "patch", "--device-type", A, D, "--base-commit-id", "v1.0", "--commit")
+    flagtasks_ok(stored, "patch", "--device-type", A, D, "--base-commit-id", "v1.0", "--commit")
     assert subject(stored, "HEAD") == f"[{D}] {plain}"
     assert changed_paths(stored, "HEAD") == [
         f"hardware/{D}/{V10_8}/{V10_8}.patch",
@@ -254,13 +227,13 @@ def test_unpatch_dir_commit_id_forms(stored: Path) -> None:
 
 def test_unpatch_dir_builds_devices_without_touching_others(stored: Path) -> None:
     """`--dir build` gives build/<DEV>/<NAME>/; each build leaves the other devices' trees."""
-    ok(stored, "unpatch", "--device-type", A, "--commit-id", "v1.0", "--dir", "build")
+    flagtasks_ok(stored, "unpatch", "--device-type", A, "--commit-id", "v1.0", "--dir", "build")
     assert_tree_is(stored, built(stored, "build", A), f"vendor/{A}")
     a_tree = files_state(built(stored, "build", A))
-    ok(stored, "unpatch", "--device-type", C, "--commit-id", "v1.1", "--dir", "build")
+    flagtasks_ok(stored, "unpatch", "--device-type", C, "--commit-id", "v1.1", "--dir", "build")
     assert_tree_is(stored, built(stored, "build", C), f"vendor/{C}")
     assert files_state(built(stored, "build", A)) == a_tree
-    ok(stored, "unpatch", "--device-type", D, "--commit-id", V10_8, "--dir", "build")
+    flagtasks_ok(stored, "unpatch", "--device-type", D, "--commit-id", V10_8, "--dir", "build")
     assert_tree_is(stored, built(stored, "build", D), f"vendor/{D}")
     assert files_state(built(stored, "build", A)) == a_tree
     assert_tree_is(stored, built(stored, "build", C), f"vendor/{C}")
@@ -272,7 +245,7 @@ def test_unpatch_dir_builds_devices_without_touching_others(stored: Path) -> Non
 
 def test_unpatch_in_place_switches_to_new_branch(stored: Path) -> None:
     write(stored, {"notes.txt": "untracked notes\n"})
-    proc = ok(stored, "unpatch", "--device-type", A, "--commit-id", "v1.0")
+    proc = flagtasks_ok(stored, "unpatch", "--device-type", A, "--commit-id", "v1.0")
     assert f"flagtasks/{A}/{V10_8}" in proc.stdout
     assert git(stored, "symbolic-ref", "--short", "HEAD") == f"flagtasks/{A}/{V10_8}"
     assert tree_of(stored, "HEAD") == tree_of(stored, f"vendor/{A}")
@@ -288,7 +261,7 @@ def test_unpatch_in_place_refuses_dirty_tree(stored: Path, staged: bool) -> None
         git(stored, "add", "README.md")
     settle_index(stored)
     frozen = Frozen(stored)
-    proc = fails(stored, 1, "unpatch", "--device-type", A, "--commit-id", "v1.0")
+    proc = flagtasks_fails(stored, 1, "unpatch", "--device-type", A, "--commit-id", "v1.0")
     assert "README.md" in proc.stderr or "uncommitted" in proc.stderr
     frozen.assert_unchanged()
 
@@ -296,7 +269,7 @@ def test_unpatch_in_place_refuses_dirty_tree(stored: Path, staged: bool) -> None
 def test_unpatch_in_place_refuses_existing_branch(stored: Path) -> None:
     git(stored, "branch", f"flagtasks/{A}/{V10_8}", "v1.0")
     frozen = Frozen(stored)
-    proc = fails(stored, 2, "unpatch", "--device-type", A, "--commit-id", "v1.0")
+    proc = flagtasks_fails(stored, 2, "unpatch", "--device-type", A, "--commit-id", "v1.0")
     assert f"flagtasks/{A}/{V10_8}" in proc.stderr
     frozen.assert_unchanged()
 
@@ -316,7 +289,7 @@ def test_unpatch_in_place_never_overwrites_an_untracked_file(stored: Path) -> No
 
 
 def test_verify_passes_on_the_sample(store: Path) -> None:
-    ok(store, "verify")
+    flagtasks_ok(store, "verify")
 
 
 def _corrupt_removed_line(patch: Path) -> None:
@@ -361,38 +334,41 @@ COLUMNS = ("device", "base", "stored", "verified", "build", "hetero")
 
 
 def test_status_table_and_json(store: Path) -> None:
-    table = ok(store, "status").stdout.splitlines()
+    table = flagtasks_ok(store, "status").stdout.splitlines()
     header = table[0].lower().split()
     assert header == list(COLUMNS)
     rows = {tuple(line.split()[:2]) for line in table[1:]}
     assert {(A, V10_8), (B, V10_8), (C, V11_8), (D, V10_8)} <= rows
 
-    data = json.loads(ok(store, "status", "--json").stdout)
-    assert isinstance(data, list) and data
-    for row in data:
-        assert set(COLUMNS) <= set(row), row
-    by_key = {(r["device"], r["base"]): r for r in data}
-    assert by_key[(B, V10_8)]["hetero"] == f"{A} {B}"
-    assert by_key[(A, V10_8)]["stored"] == "plaintext"
+    data = json.loads(flagtasks_ok(store, "status", "--json").stdout)
+    assert data["schema"] == 1 and data["adaptations"]
+    by_key = {(r["device"], r["base8"]): r for r in data["adaptations"]}
+    assert by_key[(B, V10_8)]["hetero"] == [[A, B]]
+    row = by_key[(A, V10_8)]
+    assert row["encrypted"] is False and row["generated"] is True
+    assert row["recipients"] == [] and row["submodules"] == []
+    assert isinstance(row["verified"], bool) and isinstance(row["selected"], bool)
+    assert len(row["base"]) == 40 and row["base"].startswith(V10_8)
+    assert row["build"] in ("built", "stale", "missing")
 
 
 # --------------------------------------------------------------------------- init
 
 
 def test_init_then_doit_list(fresh: Path) -> None:
-    proc = ok(fresh, "init")
+    proc = flagtasks_ok(fresh, "init")
     assert "dodo.py" in proc.stdout
     assert "from flagtasks" in (fresh / "dodo.py").read_text()
     tomllib.loads((fresh / "config.toml").read_text())  # commented, but valid TOML
-    rules = (fresh / ".gitignore").read_text().splitlines()
-    assert "build/" in rules and ".flagtasks/" in rules
-    doit = subprocess.run(
-        [DOIT, "list"], cwd=fresh, env=clean_env(), capture_output=True, text=True, check=False
-    )
-    assert doit.returncode == 0, describe(doit)
+    assert not (fresh / ".gitignore").exists(), "init must change no tracked file"
+    rules = (fresh / ".git" / "info" / "exclude").read_text().splitlines()
+    assert "/build/" in rules and "/.flagtasks/" in rules
+    assert git(fresh, "status", "--porcelain", "--untracked-files=no") == ""
+    listed = doit(fresh, "list")
+    assert listed.returncode == 0, describe(listed)
     for task in ("format_patch", "verify", "unpatch"):
-        assert task in doit.stdout
-    assert "Traceback" not in doit.stderr
+        assert task in listed.stdout
+    assert "Traceback" not in listed.stderr
 
 
 def test_init_never_overwrites(fresh: Path) -> None:
@@ -400,21 +376,21 @@ def test_init_never_overwrites(fresh: Path) -> None:
     for name, text in mine.items():
         (fresh / name).write_text(text)
     (fresh / ".gitignore").write_text("node_modules/\n*.log")  # no final newline
-    ok(fresh, "init")
+    flagtasks_ok(fresh, "init")
     for name, text in mine.items():
         assert (fresh / name).read_text() == text
-    ignore = (fresh / ".gitignore").read_text()
-    assert ignore.splitlines()[:2] == ["node_modules/", "*.log"]
-    assert "build/" in ignore.splitlines() and ".flagtasks/" in ignore.splitlines()
-    ok(fresh, "init")
-    assert (fresh / ".gitignore").read_text() == ignore  # no duplicate rules
+    assert (fresh / ".gitignore").read_text() == "node_modules/\n*.log"  # untouched
+    exclude = (fresh / ".git" / "info" / "exclude").read_text()
+    assert "/build/" in exclude.splitlines() and "/.flagtasks/" in exclude.splitlines()
+    flagtasks_ok(fresh, "init")
+    assert (fresh / ".git" / "info" / "exclude").read_text() == exclude  # no duplicate rules
 
 
 # --------------------------------------------------------------------------- version
 
 
 def test_version_script_and_module(tmp_path: Path) -> None:
-    script = ok(tmp_path, "--version").stdout.strip()
+    script = flagtasks_ok(tmp_path, "--version").stdout.strip()
     module = flagtasks(tmp_path, "--version", module=True)
     assert module.returncode == 0, describe(module)
     assert module.stdout.strip() == script

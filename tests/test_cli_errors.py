@@ -12,22 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
-    SAMPLE,
+from fixtures import (
     V10_8,
     A,
     B,
-    Frozen,
-    ambiguous_prefix,
+    check_output,
+    clean_env,
+    clone_sample,
     copy_of,
-    fails,
+    describe,
     flagtasks,
-    no_traceback,
+    flagtasks_fails,
+    git,
     run_parallel,
-    sample_checkout,
-    store_checkout,
 )
-from repos import clean_env, describe, git
+from repos import Frozen, ambiguous_prefix
 
 V10_FULL = "50b3e4bf46b7410dacbafd4a74fc457e8a05cf4c"
 BAD_NAMES = ("../x", "a/b", "-rf", "A X", "noUnderscore", ".hidden_x")
@@ -121,11 +120,6 @@ class Ran:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return store_checkout(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def refused(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Ran]:
     jobs, frozen = {}, {}
     for key, case in CASES.items():
@@ -155,7 +149,7 @@ def refused(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 def test_refused_with_exit_2_and_nothing_changed(refused: dict[str, Ran], key: str) -> None:
     case, ran = CASES[key], refused[key]
     proc = ran.proc
-    no_traceback(proc)
+    check_output(proc)
     assert proc.returncode == 2, describe(proc)
     for word in case.words:
         assert word in proc.stderr, f"{word!r} not in stderr\n{describe(proc)}"
@@ -185,12 +179,7 @@ SHALLOW = {
 @pytest.fixture(scope="module")
 def shallow(tmp_path_factory: pytest.TempPathFactory, store: Path) -> dict[str, Ran]:
     """Depth-1 clones of the sample (main = v1.1 only) holding the store made on v1.0."""
-    first = tmp_path_factory.mktemp("shallow") / "FlagScale"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", SAMPLE.as_uri(), str(first)],
-        check=True,
-        env=clean_env(),
-    )
+    first = clone_sample(tmp_path_factory.mktemp("shallow") / "FlagScale", depth=1)
     assert git(first, "rev-parse", "--is-shallow-repository") == "true"
     shutil.copytree(store / "hardware", first / "hardware")
     jobs, frozen = {}, {}
@@ -210,7 +199,7 @@ def test_shallow_clone_lacking_the_base_says_fetch_more_history(
     verify may report it as a failed check (exit 1) but must give the same hint."""
     ran = shallow[key]
     proc = ran.proc
-    no_traceback(proc)
+    check_output(proc)
     assert proc.returncode in ((1, 2) if key == "verify" else (2,)), describe(proc)
     assert "fetch" in proc.stderr, describe(proc)
     assert "history" in proc.stderr or "unshallow" in proc.stderr, describe(proc)
@@ -225,7 +214,7 @@ def test_refused_run_creates_no_state_folder(tmp_path: Path, store: Path) -> Non
     """Refused before any work: not even the private state folder .flagtasks/ appears."""
     repo = tmp_path / "FlagScale"
     shutil.copytree(store, repo, symlinks=True, ignore=shutil.ignore_patterns(".flagtasks"))
-    fails(repo, 2, "patch", "--device-type", "../x", "--base-commit-id", "v1.0")
+    flagtasks_fails(repo, 2, "patch", "--device-type", "../x", "--base-commit-id", "v1.0")
     assert sorted(p.name for p in repo.iterdir() if p.name.startswith(".flagtasks")) == []
 
 
@@ -237,7 +226,7 @@ def test_version_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_not_a_checkout(tmp_path: Path) -> None:
-    proc = fails(tmp_path, 2, "status")
+    proc = flagtasks_fails(tmp_path, 2, "status")
     assert "git" in proc.stderr
 
 
@@ -245,7 +234,16 @@ def test_not_a_checkout(tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(store: Path) -> None:
-    proc = flagtasks(store, "--debug", "patch", "--device-type", A, "--base-commit-id", "nope")
+    proc = flagtasks(
+        store,
+        "--debug",
+        "patch",
+        "--device-type",
+        A,
+        "--base-commit-id",
+        "nope",
+        allow_traceback="--debug shows the traceback, as this test checks",
+    )
     assert proc.returncode == 2, describe(proc)
     assert "Traceback" in proc.stderr
     assert "not found" in proc.stderr
@@ -263,14 +261,13 @@ def helps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.Comp
 @pytest.mark.parametrize("command", HELP, ids=[c or "top" for c in HELP])
 def test_help_shows_an_example(helps: dict, command: str) -> None:
     proc = helps[command]
-    no_traceback(proc)
+    check_output(proc)
     assert proc.returncode == 0, describe(proc)
     assert "example" in proc.stdout.lower()
     assert f"flagtasks {command}".strip() in proc.stdout
 
 
-def test_sample_clone_is_what_the_tests_expect(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_sample_clone_is_what_the_tests_expect(sample: Path) -> None:
     """Guards the constants: v1.0's SHA in the sample."""
-    repo = sample_checkout(tmp_path_factory)
-    assert git(repo, "rev-parse", "v1.0") == V10_FULL
+    assert git(sample, "rev-parse", "v1.0") == V10_FULL
     assert V10_FULL[:8] == V10_8

@@ -10,59 +10,29 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from repos import (
-    clean_env,
+from fixtures import (
+    DEVICES,
+    DOIT,
+    check_output,
     describe,
-    doit_bin,
+    doit,
     executed,
+    flagtasks,
+    flagtasks_argv,
     git,
-    run_doit,
-    tree_of,
-    worktree_mismatches,
+    run_env,
+    sample_project,
 )
+from repos import tree_of, worktree_mismatches
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample" / "upstream.git"
-DEVICES = {"A_X100": "v1.0", "B_Y100": "v1.0", "C_Z200": "v1.1"}
-VENDOR_CONFIG = "".join(
-    f'\n[vendor.{dev}]\nbase = "{base}"\ncurrent = "vendor/{dev}"\n'
-    for dev, base in DEVICES.items()
-)
 ALWAYS = {"verify:store"}
 """Store hygiene looks at the whole repository, so it runs every time by design."""
-
-
-def cli(project: Path, *args: str, env: dict[str, str] | None = None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "flagtasks", *args],
-        cwd=project,
-        env=clean_env(env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
-    return proc
-
-
-def sample_project(path: Path) -> Path:
-    """The bundled sample as a vendor would have it: a clone with local vendor branches,
-    adopted with `flagtasks init`, one [vendor.<DEV>] per device."""
-    git(path.parent, "clone", "-q", str(SAMPLE), path.name)
-    for dev in DEVICES:
-        git(path, "branch", "-q", f"vendor/{dev}", f"origin/vendor/{dev}")
-    init = cli(path, "init")
-    assert init.returncode == 0, describe(init)
-    with (path / "config.toml").open("a") as config:
-        config.write(VENDOR_CONFIG)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One project for the module, every tree built. Each test leaves it all correct (its
     last step checks so), which is also the next test's starting point."""
     path = sample_project(tmp_path_factory.mktemp("concurrency") / "FlagScale")
-    built = run_doit(path)
+    built = doit(path)
     assert built.returncode == 0, describe(built)
     return path
 
@@ -79,7 +49,7 @@ def start(project: Path, argv: list[str], name: str, env: dict[str, str] | None 
     """Start a command with stdout/stderr going to files (readable while it runs)."""
     out = (project.parent / f"{name}.out").open("w+")
     err = (project.parent / f"{name}.err").open("w+")
-    proc = subprocess.Popen(argv, cwd=project, env=clean_env(env), stdout=out, stderr=err)
+    proc = subprocess.Popen(argv, cwd=project, env=run_env(env), stdout=out, stderr=err)
     return proc, out, err
 
 
@@ -91,8 +61,7 @@ def finish(started) -> subprocess.CompletedProcess[str]:
     result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
     out.close()
     err.close()
-    assert "PRIVATE KEY" not in result.stdout + result.stderr
-    return result
+    return check_output(result)
 
 
 def wait_for(predicate, what: str, timeout: float = 60) -> None:
@@ -128,7 +97,7 @@ def assert_all_correct(project: Path) -> None:
     dep = project / ".flagtasks" / "doit-state.sqlite3"
     with sqlite3.connect(dep) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    again = run_doit(project)
+    again = doit(project)
     assert again.returncode == 0, describe(again)
     assert set(executed(again)) <= ALWAYS, describe(again)
 
@@ -143,7 +112,7 @@ def unpatch_counts(*runs: subprocess.CompletedProcess[str]) -> dict[str, int]:
 
 
 def forget_unpatch(project: Path) -> None:
-    forgot = run_doit(project, "forget", *[f"unpatch:{dev}" for dev in DEVICES])
+    forgot = doit(project, "forget", *[f"unpatch:{dev}" for dev in DEVICES])
     assert forgot.returncode == 0, describe(forgot)
 
 
@@ -152,12 +121,13 @@ def test_second_run_waits_for_the_first(project: Path) -> None:
     lock: each says it waits, then they run one after the other and share one dependency
     state, so each tree is built exactly once."""
     forget_unpatch(project)
-    cli_unpatch = [sys.executable, "-m", "flagtasks", "unpatch", "--device-type", "A_X100"]
-    cli_unpatch += ["--commit-id", "v1.0", "--dir", "build"]
+    cli_unpatch = flagtasks_argv(
+        "unpatch", "--device-type", "A_X100", "--commit-id", "v1.0", "--dir", "build"
+    )
     with holding_lock(project):
         pending = {
-            "first": start(project, [doit_bin(), "unpatch"], "first"),
-            "second": start(project, [doit_bin(), "unpatch"], "second"),
+            "first": start(project, [DOIT, "unpatch"], "first"),
+            "second": start(project, [DOIT, "unpatch"], "second"),
             "cli": start(project, cli_unpatch, "cli"),
         }
         for name in pending:
@@ -174,7 +144,7 @@ def test_second_run_waits_for_the_first(project: Path) -> None:
 def test_two_unpatch_runs_race(project: Path) -> None:
     """No gate: the two runs overlap however the scheduler likes."""
     forget_unpatch(project)
-    pending = [start(project, [doit_bin(), "unpatch"], f"run{i}") for i in range(2)]
+    pending = [start(project, [DOIT, "unpatch"], f"run{i}") for i in range(2)]
     runs = [finish(p) for p in pending]
     for run in runs:
         assert run.returncode == 0, describe(run)
@@ -188,10 +158,10 @@ def test_status_while_doit_runs(project: Path) -> None:
     disturbs the run, and the dependency file stays sound."""
     forget_unpatch(project)
     shutil.rmtree(project / "build" / "B_Y100")
-    running = start(project, [doit_bin()], "doit")
+    running = start(project, [DOIT], "doit")
     statuses = []
     while running[0].poll() is None or not statuses:
-        statuses.append(cli(project, "status"))
+        statuses.append(flagtasks(project, "status"))
     run = finish(running)
     assert run.returncode == 0, describe(run)
     for status in statuses:
@@ -202,9 +172,10 @@ def test_status_while_doit_runs(project: Path) -> None:
         else:
             assert "A_X100" in status.stdout, describe(status)
     assert_all_correct(project)
-    final = cli(project, "status")
+    final = flagtasks(project, "status")
     assert final.returncode == 0, describe(final)
-    assert [line.split()[4] for line in final.stdout.splitlines()[1:]] == ["built"] * 3
+    table = final.stdout.split("\n\n", 1)[0].splitlines()  # the legend follows a blank line
+    assert [line.split()[4] for line in table[1:]] == ["built"] * 3
 
 
 @pytest.mark.parametrize(
@@ -220,7 +191,7 @@ def test_two_parallel_runs_at_once(project: Path, parallel: list[str]) -> None:
         git(project, "commit", "-q", "-m", f"[{dev}] more tuning")
     git(project, "checkout", "-q", "main")
     forget_unpatch(project)
-    pending = [start(project, [doit_bin(), *parallel], f"par{i}") for i in range(2)]
+    pending = [start(project, [DOIT, *parallel], f"par{i}") for i in range(2)]
     runs = [finish(p) for p in pending]
     for run in runs:
         assert run.returncode == 0, describe(run)
@@ -244,8 +215,8 @@ def test_a_run_that_cannot_get_the_lock_stops_clearly(project: Path) -> None:
     env = {"FLAGTASKS_LOCK_TIMEOUT": "0.5"}
     with holding_lock(project):
         runs = [
-            run_doit(project, "unpatch:A_X100", env=env),
-            cli(
+            doit(project, "unpatch:A_X100", env=env),
+            flagtasks(
                 project,
                 "unpatch",
                 "--device-type",

@@ -16,7 +16,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,69 +25,37 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from repos import (
-    clean_env,
+from fixtures import (
+    NAME,
     describe,
+    doit,
+    doit_fails,
+    doit_ok,
     executed,
+    flagtasks_fails,
+    flagtasks_ok,
     git,
     git_raw,
-    run_doit,
-    tree_of,
+    sample_project,
     up_to_date,
-    worktree_mismatches,
 )
+from repos import VENDOR, tree_of, worktree_mismatches
 
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample" / "upstream.git"
 DEV = "A_X100"
 BASE = "v1.0"
 CURRENT = "origin/vendor/A_X100"
-NAME = "FlagScale"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m flagtasks ARGS` in `project`; never raises on failure."""
-    return subprocess.run(
-        [sys.executable, "-m", "flagtasks", *args],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, describe(proc)
-    return proc
-
-
-def refused(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
-    """Exit `code`, a short message on stderr naming `words`, and no Python traceback."""
-    assert proc.returncode == code, describe(proc)
-    assert "Traceback" not in proc.stdout + proc.stderr, describe(proc)
-    message = proc.stderr.strip()
-    assert message, f"no message on stderr\n{describe(proc)}"
-    for word in words:
-        assert word.lower() in message.lower(), f"{word!r} not on stderr\n{describe(proc)}"
 
 
 def toml_str(value: object) -> str:
     return json.dumps(str(value))
 
 
-def clone_sample(where: Path) -> Path:
-    """A FlagScale checkout of the sample upstream, adopted with `flagtasks init`."""
-    where.mkdir(parents=True, exist_ok=True)
-    git(where, "clone", "-q", str(SAMPLE), NAME)
-    project = where / NAME
-    git(project, "config", "user.name", "Vera Vendor")
-    git(project, "config", "user.email", "vera@vendor.example")
-    ok(cli(project, "init"))
-    return project
+def new_checkout(where: Path) -> Path:
+    """A FlagScale checkout of the sample upstream in `where`, adopted with `flagtasks init`."""
+    return sample_project(where / NAME, branches=False, vendors=False, identity=VENDOR)
 
 
 _CONFIGS: dict[Path, tuple[str, dict[str, list[str]]]] = {}
@@ -124,7 +91,7 @@ def set_keys(project: Path, key: Path) -> None:
 
 def user_checkout(where: Path, store: Path, key: Path | None = None) -> Path:
     """A user's checkout holding a copy of the vendor's hardware/ (and [keys] when given)."""
-    project = clone_sample(where)
+    project = new_checkout(where)
     shutil.copytree(store, project / "hardware")
     if key is not None:
         set_keys(project, key)
@@ -274,11 +241,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 @pytest.fixture(scope="module")
 def vendor(tmp_path_factory: pytest.TempPathFactory, tmpdir_env: Path, keys: Keys) -> Vendor:
     """The vendor's checkout after `doit` (which creates the key pair), run twice."""
-    project = clone_sample(tmp_path_factory.mktemp("vendor"))
+    project = new_checkout(tmp_path_factory.mktemp("vendor"))
     set_vendor(project, keys.vendor, [keys.customer / "public_key.pem"])
     assert not keys.vendor.exists()
-    first = ok(run_doit(project))
-    second = ok(run_doit(project))
+    first = doit_ok(project)
+    second = doit_ok(project)
     base8 = git(project, "rev-parse", f"{BASE}^{{commit}}")[:8]
     return Vendor(project=project, base8=base8, first=first, second=second)
 
@@ -350,8 +317,12 @@ def test_doit_encrypts_with_a_new_owner_only_key_and_leaks_no_plaintext(
         skip=lambda p: p == tree,
     )
     assert outside_tree == []
+    # the stage is format_patch's target and encrypt's input: kept, but sealed and owner-only
     stage = vendor.project / ".flagtasks" / "stage"
-    assert [p for p in stage.rglob("*") if p.is_file()] == [], "plaintext left staged"
+    for staged in (p for p in stage.rglob("*") if p.is_file()):
+        assert stat.S_IMODE(staged.stat().st_mode) == 0o600, staged
+        if staged.suffix == ".sealed":
+            assert staged.read_bytes().startswith(b"FLAGTASKS-ENC\n"), "plaintext left staged"
     # nor patch text anywhere in the checkout (compressed git objects aside)
     assert files_holding([vendor.project], secrets.patch, skip=git_objects) == []
     # nor in a world-readable temp file
@@ -384,30 +355,28 @@ def test_no_churn_on_rerun_fresh_clone_and_patch_command(vendor: Vendor, keys: K
     stored = all_files(project / "hardware")
     assert git(project, "status", "--porcelain") == ""
 
-    rerun = ok(run_doit(project))
+    rerun = doit_ok(project)
     assert git(project, "status", "--porcelain") == "", describe(rerun)
 
     # a fresh clone: no dependency state, no build trees
     shutil.rmtree(project / ".flagtasks")
     shutil.rmtree(project / "build")
-    fresh = ok(run_doit(project))
+    fresh = doit_ok(project)
     assert git(project, "status", "--porcelain") == "", describe(fresh)
     assert all_files(project / "hardware") == stored
     assert_tree_is_current(project, vendor.tree)
 
-    patched = ok(
-        cli(
-            project,
-            "patch",
-            "--device-type",
-            DEV,
-            "--base-commit-id",
-            BASE,
-            "--current-commit-id",
-            CURRENT,
-            "--key-path",
-            str(keys.vendor),
-        )
+    patched = flagtasks_ok(
+        project,
+        "patch",
+        "--device-type",
+        DEV,
+        "--base-commit-id",
+        BASE,
+        "--current-commit-id",
+        CURRENT,
+        "--key-path",
+        str(keys.vendor),
     )
     assert git(project, "status", "--porcelain") == "", describe(patched)
     assert all_files(project / "hardware") == stored
@@ -420,10 +389,10 @@ def test_recipients_decide_who_can_read(
     vendor: Vendor, keys: Keys, secrets: Secrets, tmp_path: Path
 ) -> None:
     # a vendor checkout of its own (the module's vendor made the key pair already)
-    project = clone_sample(tmp_path / "vendor")
+    project = new_checkout(tmp_path / "vendor")
     customer_pub = keys.customer / "public_key.pem"
     set_vendor(project, keys.vendor, [customer_pub])
-    ok(run_doit(project))
+    doit_ok(project)
     folder = project / "hardware" / DEV / vendor.base8
     encrypted = folder / f"{vendor.base8}.patch.encrypted"
     with_customer = encrypted.read_bytes()
@@ -431,27 +400,25 @@ def test_recipients_decide_who_can_read(
 
     # the customer's key folder alone unpatches: [keys] with doit, --key-path with the CLI
     user = user_checkout(tmp_path / "user", project / "hardware", key=keys.customer)
-    ok(run_doit(user, f"unpatch:{DEV}"))
+    doit_ok(user, f"unpatch:{DEV}")
     assert_tree_is_current(user, user / "build" / DEV / NAME)
-    ok(
-        cli(
-            user,
-            "unpatch",
-            "--device-type",
-            DEV,
-            "--commit-id",
-            vendor.base8,
-            "--dir",
-            "other",
-            "--key-path",
-            str(keys.customer),
-        )
+    flagtasks_ok(
+        user,
+        "unpatch",
+        "--device-type",
+        DEV,
+        "--commit-id",
+        vendor.base8,
+        "--dir",
+        "other",
+        "--key-path",
+        str(keys.customer),
     )
     assert_tree_is_current(user, user / "other" / DEV / NAME)
 
     # dropping the customer re-encrypts; the plaintext did not change, so no tree is rebuilt
     set_vendor(project, keys.vendor, [])
-    rerun = ok(run_doit(project))
+    rerun = doit_ok(project)
     assert "encrypt:A_X100" in executed(rerun), describe(rerun)
     assert "unpatch:A_X100" in up_to_date(rerun), describe(rerun)
     assert encrypted.read_bytes() != with_customer
@@ -462,22 +429,20 @@ def test_recipients_decide_who_can_read(
 
     # ... and the customer can no longer read it: clear error, no tree, no plaintext
     late = user_checkout(tmp_path / "late-user", project / "hardware", key=keys.customer)
-    refused(run_doit(late, f"unpatch:{DEV}"), 1, "not encrypted for this key")
-    refused(
-        cli(
-            late,
-            "unpatch",
-            "--device-type",
-            DEV,
-            "--commit-id",
-            vendor.base8,
-            "--dir",
-            "build",
-            "--key-path",
-            str(keys.customer),
-        ),
+    doit_fails(late, 1, f"unpatch:{DEV}", says=["not encrypted for this key"])
+    flagtasks_fails(
+        late,
         1,
-        "not encrypted for this key",
+        "unpatch",
+        "--device-type",
+        DEV,
+        "--commit-id",
+        vendor.base8,
+        "--dir",
+        "build",
+        "--key-path",
+        str(keys.customer),
+        says=["not encrypted for this key"],
     )
     built = late / "build" / DEV
     assert not built.exists() or [p.name for p in built.iterdir()] == [], "a (half) tree is left"
@@ -518,9 +483,9 @@ def test_tampered_patch_is_refused_without_plaintext_or_tree(
     good = encrypted.read_bytes()
     assert good.startswith(b"FLAGTASKS-ENC\n"), "not the flagtasks format: offsets are wrong"
     tree = user / "build" / DEV / NAME
-    ok(run_doit(user, f"unpatch:{DEV}"))
+    doit_ok(user, f"unpatch:{DEV}")
     before = tree_state(tree)
-    ok(run_doit(user, "forget"))
+    doit_ok(user, "forget")
 
     variants = tampered_variants(good)
     unnamed = []
@@ -529,8 +494,7 @@ def test_tampered_patch_is_refused_without_plaintext_or_tree(
         last = what == list(variants)[-1]
         if last:  # no tree before: none may appear
             shutil.rmtree(tree)
-        for proc in (run_doit(user, f"unpatch:{DEV}"), cli(user, "verify")):
-            refused(proc, 1)
+        for proc in (doit_fails(user, 1, f"unpatch:{DEV}"), flagtasks_fails(user, 1, "verify")):
             assert any(w in proc.stderr for w in BROKEN_WORDS), f"{what}\n{describe(proc)}"
             if encrypted.name not in proc.stderr:
                 unnamed.append(f"{what}: {' '.join(map(str, proc.args[-2:]))}: {proc.stderr}")
@@ -553,14 +517,16 @@ def test_wrong_missing_and_misplaced_keys(vendor: Vendor, keys: Keys, tmp_path: 
     user = user_checkout(tmp_path / "user", vendor.project / "hardware")
     unpatch = ["unpatch", "--device-type", DEV, "--commit-id", vendor.base8, "--dir", "build"]
 
-    refused(cli(user, *unpatch, "--key-path", str(keys.stranger)), 1, "not encrypted for this key")
+    flagtasks_fails(
+        user, 1, *unpatch, "--key-path", str(keys.stranger), says=["not encrypted for this key"]
+    )
     assert not (user / "build" / DEV / NAME).exists()
 
     set_keys(user, keys.stranger)
-    refused(cli(user, "verify"), 1, "not encrypted for this key")
+    flagtasks_fails(user, 1, "verify", says=["not encrypted for this key"])
 
     typo = keys.root / "custmer"
-    refused(cli(user, *unpatch, "--key-path", str(typo)), 2, str(typo))
+    flagtasks_fails(user, 2, *unpatch, "--key-path", str(typo), says=[str(typo)])
     assert not typo.exists(), "a mistyped --key-path was created"
     assert not (user / "build" / DEV / NAME).exists()
 
@@ -576,7 +542,7 @@ def test_wrong_missing_and_misplaced_keys(vendor: Vendor, keys: Keys, tmp_path: 
         CURRENT,
     ]
     for inside in ("my-keys", str(user / "secret" / "keys")):
-        refused(cli(user, *patch, "--key-path", inside), 2, "inside the repository")
+        flagtasks_fails(user, 2, *patch, "--key-path", inside, says=["inside the repository"])
         assert not (user / inside).exists(), f"{inside} was created"
     assert all_files(user / "hardware") == stored
     assert not files_holding([user], [b"PRIVATE KEY"], skip=git_objects)
@@ -586,9 +552,9 @@ def test_config_key_inside_the_repository_is_refused(tmp_path: Path) -> None:
     """SPEC config.toml: `key` is "a folder outside the repo"; `patch` refuses a key path
     inside the repository. doit with the same [vendor] key must not mint a private key in the
     checkout either (one clear error, exit 2, nothing written)."""
-    project = clone_sample(tmp_path / "vendor")
+    project = new_checkout(tmp_path / "vendor")
     set_vendor(project, project / "secret" / "keys", None)
-    proc = run_doit(project)
+    proc = doit(project)
     assert proc.returncode == 2, describe(proc)
     assert not (project / "secret").exists(), "a key pair was created inside the repository"
     assert not (project / "hardware").exists()
@@ -622,7 +588,7 @@ def test_flagscale_legacy_encrypted_store(vendor: Vendor, secrets: Secrets, tmp_
         .startswith(b"-----BEGIN RSA " + b"PRIVATE KEY-----")
     )
 
-    user = clone_sample(tmp_path / "user")
+    user = new_checkout(tmp_path / "user")
     folder = user / "hardware" / DEV / vendor.base8
     folder.mkdir(parents=True)
     (folder / f"{vendor.base8}.patch.encrypted").write_bytes(
@@ -630,25 +596,23 @@ def test_flagscale_legacy_encrypted_store(vendor: Vendor, secrets: Secrets, tmp_
     )
     stored = all_files(user / "hardware")
 
-    ok(
-        cli(
-            user,
-            "unpatch",
-            "--device-type",
-            DEV,
-            "--commit-id",
-            vendor.base8,
-            "--dir",
-            "build",
-            "--key-path",
-            str(legacy_key),
-        )
+    flagtasks_ok(
+        user,
+        "unpatch",
+        "--device-type",
+        DEV,
+        "--commit-id",
+        vendor.base8,
+        "--dir",
+        "build",
+        "--key-path",
+        str(legacy_key),
     )
     assert_tree_is_current(user, user / "build" / DEV / NAME)
 
     set_keys(user, legacy_key)
-    ok(cli(user, "verify"))
-    status = ok(cli(user, "status"))
+    flagtasks_ok(user, "verify")
+    status = flagtasks_ok(user, "status")
     rows = [line for line in status.stdout.splitlines() if line.startswith(DEV)]
     assert len(rows) == 1 and vendor.base8 in rows[0], describe(status)
     assert "encrypted" in rows[0], describe(status)
@@ -663,12 +627,13 @@ def test_verify_without_key_skips_content_and_status_lists_recipients(
     vendor: Vendor, keys: Keys, tmp_path: Path
 ) -> None:
     user = user_checkout(tmp_path / "user", vendor.project / "hardware")
-    verified = ok(cli(user, "verify"))
+    verified = flagtasks_ok(user, "verify")
     assert "skipped" in verified.stdout.lower(), describe(verified)
 
-    status = ok(cli(user, "status", "--json"))
-    rows = [r for r in json.loads(status.stdout) if r["device"] == DEV]
-    assert [r["base"] for r in rows] == [vendor.base8], status.stdout
-    assert "encrypted" in rows[0]["stored"]
+    status = flagtasks_ok(user, "status", "--json")
+    document = json.loads(status.stdout)
+    rows = [r for r in document["adaptations"] if r["device"] == DEV]
+    assert [r["base8"] for r in rows] == [vendor.base8], status.stdout
+    assert rows[0]["encrypted"] is True and rows[0]["legacy_encryption"] is False
     expected = sorted(fingerprint_of(k / "public_key.pem") for k in (keys.vendor, keys.customer))
     assert sorted(rows[0]["recipients"]) == expected

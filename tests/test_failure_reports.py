@@ -11,27 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from repos import (
-    VENDOR,
-    base8,
-    commit,
-    describe,
-    git,
-    init_repo,
-    make_project,
-    run_cli_checked,
-    run_doit_checked,
-    sha256,
-    write_config,
-)
+from fixtures import describe, doit, flagtasks, git
+from repos import VENDOR, base8, commit, init_repo, make_project, sha256, write_config
 
 A, B = "A_X100", "B_Y100"
 MODEL = "src/model.py"
 LINES = [f"line {i}: upstream code\n" for i in range(1, 31)]
 FAILED_AT = re.compile(r"src/model\.py:\d+")
-
-
-cli, doit = run_cli_checked, run_doit_checked
 
 
 def with_line(lines: list[str], number: int, text: str) -> str:
@@ -98,7 +84,7 @@ def assert_reports_failure(text: str, dev: str, subject: str) -> None:
 
 
 def test_verify_names_file_line_patch_and_fix(moved_base: Path) -> None:
-    run = cli(moved_base, "verify", "--device-type", A)
+    run = flagtasks(moved_base, "verify", "--device-type", A)
     assert run.returncode == 1, describe(run)
     assert_reports_failure(run.stderr, A, f"[{A}] X100 kernels")
     assert f"[{A}] X100 kernels" in run.stderr, describe(run)  # patch 2 of 2, by subject
@@ -111,7 +97,9 @@ def test_unpatch_names_file_line_and_fix(moved_base: Path, how: str) -> None:
         run = doit(moved_base, f"unpatch:{A}")
     else:
         new = base8(moved_base, "v1.1")
-        run = cli(moved_base, "unpatch", "--device-type", A, "--commit-id", new, "--dir", "build")
+        run = flagtasks(
+            moved_base, "unpatch", "--device-type", A, "--commit-id", new, "--dir", "build"
+        )
     assert run.returncode == 1, describe(run)
     assert_reports_failure(run.stderr, A, f"[{A}] X100 kernels")
     assert not (moved_base / "build" / A / "FlagScale").exists()
@@ -124,7 +112,7 @@ def test_verify_reports_every_broken_device(moved_base: Path, how: str) -> None:
     Plain `doit verify` selects doit's group task, which doit itself fails as an error
     (exit 2) once a subtask failed; `flagtasks verify` maps that back to 1.
     """
-    run = doit(moved_base, "verify") if how == "doit" else cli(moved_base, "verify")
+    run = doit(moved_base, "verify") if how == "doit" else flagtasks(moved_base, "verify")
     assert run.returncode == (1 if how == "cli" else 2), describe(run)
     for dev, subject in ((A, f"[{A}] X100 kernels"), (B, f"[{B}] Y100 kernels")):
         assert f"verify:{dev}" in run.stderr, f"{dev} not reported:\n{describe(run)}"
@@ -162,7 +150,7 @@ def test_corrupted_context_line_is_reported_and_regenerating_fixes_it(
     assert verify.returncode == 1, describe(verify)
     assert_reports_failure(verify.stderr, A, f"[{A}] X100 kernels")
     # the fix the message suggests: regenerate the adaptation against the base
-    regen = cli(
+    regen = flagtasks(
         project,
         "patch",
         "--device-type",

@@ -7,35 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
+from fixtures import (
     NAME,
     V10_8,
     V11_8,
     A,
     B,
     C,
-    D,
-    Frozen,
-    copy_of,
-    fails,
-    files_state,
+    describe,
     flagtasks,
-    ok,
-    store_checkout,
+    flagtasks_fails,
+    flagtasks_ok,
 )
-from repos import describe, tree_of, worktree_mismatches
+from repos import D, Frozen, files_state, tree_of, worktree_mismatches
 
 E = "E_V500"  # a device with no adaptation anywhere
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return store_checkout(tmp_path_factory)
-
-
-@pytest.fixture
-def stored(store: Path, tmp_path: Path) -> Path:
-    return copy_of(store, tmp_path)
 
 
 def hetero(repo: Path) -> str:
@@ -69,26 +55,26 @@ COMMENTED = f"""\
 
 def test_three_devices_update_the_line_in_place(stored: Path) -> None:
     (stored / "hardware" / "hetero.txt").write_text(COMMENTED)
-    ok(stored, "patch", "--device-type", A, B, D, "--base-commit-id", "v1.0",
-       "--current-commit-id", f"vendor/{D}")  # fmt: skip
+    flagtasks_ok(stored, "patch", "--device-type", A, B, D, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{D}")  # fmt: skip
     expected = COMMENTED.replace(f"{V10_8}: {A} {B}\n", f"{V10_8}: {A} {B} {D}\n")
     assert hetero(stored) == expected
     # the same command again: the same file, no second line for the base
-    ok(stored, "patch", "--device-type", A, B, D, "--base-commit-id", "v1.0",
-       "--current-commit-id", f"vendor/{D}")  # fmt: skip
+    flagtasks_ok(stored, "patch", "--device-type", A, B, D, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{D}")  # fmt: skip
     assert hetero(stored) == expected
     no_temp_files(stored)
 
 
 def test_order_given_is_kept(stored: Path) -> None:
-    ok(stored, "patch", "--device-type", D, B, A, "--base-commit-id", "v1.0",
-       "--current-commit-id", f"vendor/{A}")  # fmt: skip
+    flagtasks_ok(stored, "patch", "--device-type", D, B, A, "--base-commit-id", "v1.0",
+                 "--current-commit-id", f"vendor/{A}")  # fmt: skip
     assert hetero(stored) == f"{V10_8}: {D} {B} {A}\n"
 
 
 def test_new_base_appends_a_line(stored: Path) -> None:
-    ok(stored, "patch", "--device-type", C, A, "--base-commit-id", "v1.1",
-       "--current-commit-id", f"vendor/{A}-v1.1")  # fmt: skip
+    flagtasks_ok(stored, "patch", "--device-type", C, A, "--base-commit-id", "v1.1",
+                 "--current-commit-id", f"vendor/{A}-v1.1")  # fmt: skip
     assert hetero(stored) == f"{V10_8}: {A} {B}\n{V11_8}: {C} {A}\n"
     assert (stored / "hardware" / A / V11_8 / f"{V11_8}.patch").is_file()
     assert (stored / "hardware" / A / V10_8 / f"{V10_8}.patch").is_file()
@@ -104,8 +90,9 @@ def test_missing_device_refused_and_hardware_unchanged(
 ) -> None:
     """Every device but the last must already have an adaptation on the base."""
     frozen = Frozen(stored)
-    proc = fails(stored, 2, "patch", "--device-type", *devices, "--base-commit-id", "v1.0",
-                 "--current-commit-id", f"vendor/{D}")  # fmt: skip
+    proc = flagtasks_fails(stored, 2, "patch", "--device-type", *devices,
+                           "--base-commit-id", "v1.0",
+                           "--current-commit-id", f"vendor/{D}")  # fmt: skip
     assert missing in proc.stderr, describe(proc)
     assert V10_8 in proc.stderr
     frozen.assert_unchanged()
@@ -126,7 +113,7 @@ def test_malformed_hetero_txt_refused_before_writing(stored: Path) -> None:
 
 
 def test_unpatch_combo_builds_every_device(stored: Path) -> None:
-    ok(stored, "unpatch", "--device-type", A, B, "--commit-id", "v1.0", "--dir", "build")
+    flagtasks_ok(stored, "unpatch", "--device-type", A, B, "--commit-id", "v1.0", "--dir", "build")
     for dev in (A, B):
         tree = stored / "build" / dev / NAME
         assert tree_of(tree, "HEAD") == tree_of(stored, f"vendor/{dev}")
@@ -135,8 +122,8 @@ def test_unpatch_combo_builds_every_device(stored: Path) -> None:
 
 def test_unpatch_devices_not_a_combo_lists_the_combos(stored: Path) -> None:
     frozen = Frozen(stored)
-    proc = fails(stored, 2, "unpatch", "--device-type", A, D, "--commit-id", "v1.0",
-                 "--dir", "build")  # fmt: skip
+    proc = flagtasks_fails(stored, 2, "unpatch", "--device-type", A, D, "--commit-id", "v1.0",
+                           "--dir", "build")  # fmt: skip
     assert f"{A} {B}" in proc.stderr, describe(proc)  # the combo that exists on the base
     assert V10_8 in proc.stderr
     frozen.assert_unchanged()

@@ -10,48 +10,31 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures import (
+    DEVICES,
+    ERROR_PREFIX,
+    check_output,
+    copy_of,
+    describe,
+    doit,
+    flagtasks,
+    git,
+    sample_project,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from repos import (
-    Link,
-    clean_env,
-    commit,
-    describe,
-    git,
-    run_doit,
-    snapshot,
-    snapshot_diff,
-    tree_files,
-)
+from repos import Link, commit, snapshot, snapshot_diff, tree_files
 
 from flagtasks import patches, store
 from flagtasks.cli import main
 from flagtasks.errors import OperationError, UsageError
 from flagtasks.names import check_device, check_rev
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample" / "upstream.git"
-DEVICES = {"A_X100": "v1.0", "B_Y100": "v1.0", "C_Z200": "v1.1"}
 CONTRACT_DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(_[A-Za-z0-9-]+)+")
 USER_CONFIG = '[upstream]\nrepo = "."\nname = "FlagScale"\n'
-
-
-def cli(cwd: Path, *args: str | bytes, env: dict[str, str] | None = None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "flagtasks", *args],
-        cwd=cwd,
-        env=clean_env(env),
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
-    out = proc.stdout.decode("utf-8", "replace")
-    err = proc.stderr.decode("utf-8", "replace")
-    assert "PRIVATE KEY" not in out + err
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def assert_clear_error(code: int, err: str, want: int, *names: str) -> None:
@@ -64,35 +47,21 @@ def assert_clear_error(code: int, err: str, want: int, *names: str) -> None:
         assert name in err, f"{name!r} not named in:\n{err}"
 
 
-def sample_project(path: Path) -> Path:
-    git(path.parent, "clone", "-q", str(SAMPLE), path.name)
-    for dev in DEVICES:
-        git(path, "branch", "-q", f"vendor/{dev}", f"origin/vendor/{dev}")
-    init = cli(path, "init")
-    assert init.returncode == 0, describe(init)
-    return path
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user-side project: the sample's three adaptations in hardware/, no [vendor]."""
-    path = sample_project(tmp_path_factory.mktemp("hostile") / "FlagScale")
+    path = sample_project(tmp_path_factory.mktemp("hostile") / "FlagScale", vendors=False)
     (path / "config.toml").write_text(
         USER_CONFIG
         + "".join(
             f'[vendor.{d}]\nbase = "{b}"\ncurrent = "vendor/{d}"\n' for d, b in DEVICES.items()
         )
     )
-    made = run_doit(path, "format_patch")
+    made = doit(path, "format_patch")
     assert made.returncode == 0, describe(made)
     (path / "config.toml").write_text(USER_CONFIG)
     shutil.rmtree(path / ".flagtasks")
     return path
-
-
-def copy_of(template: Path, dest: Path) -> Path:
-    shutil.copytree(template, dest, symlinks=True)
-    return dest
 
 
 class Untouched:
@@ -196,7 +165,7 @@ def commands_for_rev(rev: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def cli_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project only the in-process command line touches."""
-    return copy_of(template, tmp_path_factory.mktemp("cli") / "FlagScale")
+    return copy_of(template, tmp_path_factory.mktemp("cli"))
 
 
 def call(project: Path, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
@@ -207,7 +176,7 @@ def call(project: Path, argv: list[str], monkeypatch, capsys) -> tuple[int, str]
     except SystemExit as exc:  # argparse
         code = exc.code if isinstance(exc.code, int) else 2
     captured = capsys.readouterr()
-    assert "PRIVATE KEY" not in captured.out + captured.err
+    check_output(subprocess.CompletedProcess(argv, code, captured.out, captured.err))
     return code, captured.err
 
 
@@ -247,7 +216,7 @@ def test_hostile_commit_ids_are_refused(cli_project: Path, monkeypatch, capsys) 
 def test_hostile_arguments_through_the_real_command_line(template: Path, tmp_path: Path):
     """The same through `python -m flagtasks`, with non-UTF-8 bytes as the shell passes
     them, and through doit task names."""
-    project = copy_of(template, tmp_path / "FlagScale")
+    project = copy_of(template, tmp_path)
     guard = Untouched(project)
     argvs = [
         ["unpatch", "--device-type", b"\xff\xfe_X100", "--commit-id", "v1.0"],
@@ -259,13 +228,13 @@ def test_hostile_arguments_through_the_real_command_line(template: Path, tmp_pat
     ]
     problems = []
     for argv in argvs:
-        run = cli(project, *argv)
+        run = flagtasks(project, *argv, errors="replace")  # argv's bytes come back in messages
         try:
             assert_clear_error(run.returncode, run.stderr, 2)
         except AssertionError as exc:
             problems.append(f"{[a if isinstance(a, bytes) else a[:40] for a in argv]}: {exc}")
     for task in ("unpatch:../evil", "unpatch:$(touch x)", "verify:A_X100;touch x"):
-        run = run_doit(project, task)
+        run = doit(project, task)
         if run.returncode == 0 or "Traceback" in run.stderr:
             problems.append(describe(run))
     guard.check()
@@ -281,7 +250,7 @@ def test_a_refused_command_outside_a_checkout_writes_nothing(tmp_path: Path) -> 
         ["verify"],
         ["status"],
     ):
-        run = cli(empty, *args)
+        run = flagtasks(empty, *args)
         assert_clear_error(run.returncode, run.stderr, 2)
         assert sorted(os.listdir(empty)) == [], f"{args} wrote {os.listdir(empty)}"
 
@@ -358,7 +327,7 @@ def hostile_store(project: Path, outside: Path) -> dict[str, tuple[str, bytes]]:
 @pytest.fixture(scope="module")
 def evil(template: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("evil")
-    project = copy_of(template, root / "FlagScale")
+    project = copy_of(template, root)
     outside = root / "outside"
     outside.mkdir()
     cases = hostile_store(project, outside)
@@ -407,10 +376,12 @@ def test_hostile_stored_patch_is_refused(evil, dev: str) -> None:
     project, outside, cases = evil
     b8 = git(project, "rev-parse", cases[dev][0])[:8]
     if dev in ("Evil_dotdot", "Evil_abs", "Evil_baselink", "Evil_serieslink", "Evil_empty"):
-        unpatch = cli(project, "unpatch", "--device-type", dev, "--commit-id", b8, "--dir", "build")
+        unpatch = flagtasks(
+            project, "unpatch", "--device-type", dev, "--commit-id", b8, "--dir", "build"
+        )
         assert_clear_error(unpatch.returncode, unpatch.stderr, 1, dev)
     else:
-        verify = cli(project, "verify", "--device-type", dev)
+        verify = flagtasks(project, "verify", "--device-type", dev)
         assert_clear_error(verify.returncode, verify.stderr, 1, dev)
     dev_dir = project / "build" / dev
     assert not dev_dir.exists() or os.listdir(dev_dir) == [], "a half tree was left"
@@ -423,11 +394,11 @@ def test_every_hostile_patch_is_reported_in_one_run(evil) -> None:
     naming it, the run exits non-zero, good devices still build, nothing escapes."""
     project, outside, _ = evil
     tasks = [f"verify:{d}" for d in EVIL_DEVICES] + [f"unpatch:{d}" for d in EVIL_DEVICES]
-    run = run_doit(project, "--continue", *tasks, "unpatch:A_X100")
+    run = doit(project, "--continue", *tasks, "unpatch:A_X100")
     assert run.returncode != 0, describe(run)
     assert "Traceback" not in run.stderr, describe(run)
     for task in tasks:
-        assert f"ERROR {task}: " in run.stderr, f"{task} not reported\n{describe(run)}"
+        assert f"{ERROR_PREFIX}{task}: " in run.stderr, f"{task} not reported\n{describe(run)}"
     assert (project / "build" / "A_X100" / "FlagScale" / ".git").is_dir()
     for dev in EVIL_DEVICES:
         dev_dir = project / "build" / dev
@@ -476,7 +447,7 @@ BAD_CONFIGS = {
 
 @pytest.fixture(scope="module")
 def config_project(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return copy_of(template, tmp_path_factory.mktemp("config") / "FlagScale")
+    return copy_of(template, tmp_path_factory.mktemp("config"))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
@@ -502,7 +473,7 @@ def test_bad_config_through_doit(config_project: Path, case: str, args: str) -> 
     text, key = BAD_CONFIGS[case]
     (config_project / "config.toml").write_text(text)
     guard = Untouched(config_project)
-    run = run_doit(config_project, args)
+    run = doit(config_project, args)
     assert_clear_error(run.returncode, run.stderr, 2, "config.toml", key)
     guard.check()
 
@@ -520,26 +491,29 @@ zzzz1111: A_X100
 
 
 def test_junk_hetero_and_store_entries_are_reported(template: Path, tmp_path: Path) -> None:
-    project = copy_of(template, tmp_path / "FlagScale")
+    project = copy_of(template, tmp_path)
     (project / "hardware" / "hetero.txt").write_text(JUNK_HETERO)
-    verify = cli(project, "verify", "--device-type", "A_X100")
+    verify = flagtasks(project, "verify", "--device-type", "A_X100")
     assert_clear_error(verify.returncode, verify.stderr, 1, "hetero.txt:2")
     guard = Untouched(project)
     for args in (
         ["unpatch", "--device-type", "A_X100", "B_Y100", "--commit-id", "v1.0", "--dir", "b"],
         ["unpatch", "--device-type", "A_X100", "B_Y100", "--commit-id", "50b3e4bf", "--dir", "b"],
     ):
-        run = cli(project, *args)
+        run = flagtasks(project, *args)
         assert_clear_error(run.returncode, run.stderr, 2, "hetero.txt")
     guard.check()
     (project / "hardware" / "hetero.txt").unlink()
     (project / "hardware" / "not a device").mkdir()
     (project / "hardware" / "A_X100" / "notbase8").mkdir()
-    (project / "hardware" / "stray.patch").write_text("x")
-    store_run = run_doit(project, "verify:store")
+    (project / "hardware" / "A_X100" / "50b3e4bf" / "stray.patch").write_text("x")
+    # files directly in hardware/ are the project's own (FlagScale keeps README, LICENSE)
+    (project / "hardware" / "README.md").write_text("the project's own\n")
+    store_run = doit(project, "verify:store")
     assert store_run.returncode == 1, describe(store_run)
     for junk in ("not a device", "notbase8", "stray.patch"):
         assert junk in store_run.stderr, describe(store_run)
+    assert "README.md" not in store_run.stderr, describe(store_run)
 
 
 # --------------------------------------------------------------------------- parsers

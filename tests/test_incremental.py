@@ -9,19 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures import describe, doit, executed, git, up_to_date
 from repos import (
     add_vendor_branch,
     build_base,
     build_tree,
     commit_on,
-    describe,
-    executed,
-    git,
     make_project,
     patch_file,
-    run_doit,
     tree_of,
-    up_to_date,
     worktree_mismatches,
 )
 
@@ -61,9 +57,9 @@ def built(tmp_path: Path) -> Built:
         repo,
         {dev: {"base": "v1.0", "current": BRANCH[dev], "mode": "auto"} for dev in (A, B)},
     )
-    made = run_doit(repo, f"format_patch:{A}", f"format_patch:{B}")
+    made = doit(repo, f"format_patch:{A}", f"format_patch:{B}")
     assert made.returncode == 0, describe(made)
-    first = run_doit(repo, "unpatch")
+    first = doit(repo, "unpatch")
     assert first.returncode == 0, describe(first)
     return Built(repo, first)
 
@@ -82,7 +78,7 @@ def test_unpatch_builds_every_device(built: Built) -> None:
 
 def test_second_run_does_nothing(built: Built) -> None:
     before = {dev: tree_state(build_tree(built.project, dev)) for dev in (A, B)}
-    again = run_doit(built.project, "unpatch")
+    again = doit(built.project, "unpatch")
     assert again.returncode == 0, describe(again)
     assert executed(again) == [], describe(again)
     assert {f"unpatch:{A}", f"unpatch:{B}"} <= set(up_to_date(again)), describe(again)
@@ -92,7 +88,7 @@ def test_second_run_does_nothing(built: Built) -> None:
 def test_unchanged_format_patch_is_up_to_date(built: Built) -> None:
     patches = [patch_file(built.project, dev, "v1.0") for dev in (A, B)]
     mtimes = [p.stat().st_mtime_ns for p in patches]
-    again = run_doit(built.project, f"format_patch:{A}", f"format_patch:{B}")
+    again = doit(built.project, f"format_patch:{A}", f"format_patch:{B}")
     assert again.returncode == 0, describe(again)
     assert executed(again) == [], describe(again)
     assert [p.stat().st_mtime_ns for p in patches] == mtimes
@@ -101,10 +97,10 @@ def test_unchanged_format_patch_is_up_to_date(built: Built) -> None:
 def test_new_patch_rebuilds_that_device_only(built: Built) -> None:
     untouched = tree_state(build_tree(built.project, A))
     commit_on(built.project, BRANCH[B], "B: more tuning", {"b.txt": "B adaptation, v2\n"})
-    regen = run_doit(built.project, f"format_patch:{B}")
+    regen = doit(built.project, f"format_patch:{B}")
     assert regen.returncode == 0, describe(regen)
     assert f"format_patch:{B}" in executed(regen), describe(regen)
-    proc = run_doit(built.project, "unpatch")
+    proc = doit(built.project, "unpatch")
     assert proc.returncode == 0, describe(proc)
     assert f"unpatch:{B}" in executed(proc), describe(proc)
     assert not [task for task in executed(proc) if A in task], describe(proc)
@@ -116,7 +112,7 @@ def test_new_patch_rebuilds_that_device_only(built: Built) -> None:
 def test_deleted_build_tree_is_the_only_stale_one(built: Built) -> None:
     untouched = tree_state(build_tree(built.project, B))
     shutil.rmtree(build_tree(built.project, A))
-    proc = run_doit(built.project, "unpatch")
+    proc = doit(built.project, "unpatch")
     assert proc.returncode == 0, describe(proc)
     assert executed(proc) == [f"unpatch:{A}"], describe(proc)
     assert f"unpatch:{B}" in up_to_date(proc), describe(proc)
@@ -125,11 +121,11 @@ def test_deleted_build_tree_is_the_only_stale_one(built: Built) -> None:
 
 
 def test_doit_list_shows_the_tasks(built: Built) -> None:
-    groups = run_doit(built.project, "list")
+    groups = doit(built.project, "list")
     assert groups.returncode == 0, describe(groups)
     listed = {line.split()[0] for line in groups.stdout.splitlines() if line.strip()}
     assert {"format_patch", "verify", "unpatch"} <= listed, describe(groups)
-    every = run_doit(built.project, "list", "--all")
+    every = doit(built.project, "list", "--all")
     assert every.returncode == 0, describe(every)
     listed_all = {line.split()[0] for line in every.stdout.splitlines() if line.strip()}
     wanted = {f"{task}:{dev}" for task in ("format_patch", "verify", "unpatch") for dev in (A, B)}

@@ -17,24 +17,29 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures import (
+    DOIT,
+    check_output,
+    copy_of,
+    describe,
+    doit,
+    doit_ok,
+    executed,
+    flagtasks,
+    git,
+    run_env,
+)
 from repos import (
     VENDOR,
     base8,
-    clean_env,
     commit,
-    describe,
-    doit_bin,
-    executed,
-    git,
     init_repo,
     make_project,
-    run_doit,
     sha256,
     tree_of,
     worktree_mismatches,
@@ -92,12 +97,6 @@ class Template:
     versions: list[Version]
 
 
-def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert proc.returncode == 0, describe(proc)
-    assert "PRIVATE KEY" not in proc.stdout + proc.stderr
-    return proc
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     path = tmp_path_factory.mktemp("interrupt") / "FlagScale"
@@ -108,7 +107,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     versions = []
     for current in VERSIONS:
         write_config(path, {DEV: {"base": "v1.0", "current": current}})
-        _ok(run_doit(path, f"format_patch:{DEV}"))
+        doit_ok(path, f"format_patch:{DEV}")
         versions.append(
             Version(
                 current=current,
@@ -120,12 +119,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     assert versions[0].patch != versions[1].patch
     shutil.rmtree(path / ".flagtasks")
     return Template(path, b8, versions)
-
-
-def copy_project(template: Template, tmp_path: Path) -> Path:
-    dest = tmp_path / "FlagScale"
-    shutil.copytree(template.path, dest, symlinks=True)
-    return dest
 
 
 # --------------------------------------------------------------------------- killing
@@ -177,9 +170,9 @@ def run_and_kill(
     temp = project.parent / "tmp"
     temp.mkdir(exist_ok=True)
     proc = subprocess.Popen(
-        [doit_bin(), *args],
+        [DOIT, *args],
         cwd=project,
-        env=clean_env({"TMPDIR": str(temp), **(env or {})}),
+        env=run_env({"TMPDIR": str(temp), **(env or {})}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -208,9 +201,11 @@ def run_and_kill(
     deadline = time.monotonic() + 30
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "PRIVATE KEY" not in out + err
     assert fired or not kill.must_fire, f"{kill}: the run never reached that point"
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return check_output(
+        subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+        allow_traceback="a signal may stop Python anywhere, KeyboardInterrupt's traceback too",
+    )
 
 
 def kills(
@@ -262,10 +257,10 @@ def tree_after_kill(dest: Path, allowed: set[str]) -> str | None:
 
 
 def unpatch_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
-    project = copy_project(template, tmp_path)
+    project = copy_of(template.path, tmp_path)
     write_config(project, {})  # user side: the store only, no [vendor] section
     install(project, template, template.versions[0])
-    _ok(run_doit(project, f"unpatch:{DEV}"))
+    doit_ok(project, f"unpatch:{DEV}")
     dest = project / "build" / DEV / "FlagScale"
     assert git(dest, "rev-parse", "HEAD^{tree}") == template.versions[0].tree
     allowed = {v.tree for v in template.versions}
@@ -278,13 +273,13 @@ def unpatch_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
             tree_after_kill(dest, allowed)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{where}") from None
-        repair = _ok(run_doit(project, f"unpatch:{DEV}"))
+        repair = doit_ok(project, f"unpatch:{DEV}")
         assert git(dest, "rev-parse", "HEAD^{tree}") == new.tree, where + describe(repair)
         assert worktree_mismatches(dest, dest, "HEAD") == [], where
         assert git(dest, "status", "--porcelain", "--untracked-files=all") == "", where
         leftovers = sorted(p.name for p in dest.parent.iterdir() if p.name != "FlagScale")
         assert leftovers == [], f"{where}\nleft beside the tree: {leftovers}"
-        again = _ok(run_doit(project, f"unpatch:{DEV}"))
+        again = doit_ok(project, f"unpatch:{DEV}")
         assert executed(again) == [], where + describe(again)
 
 
@@ -314,10 +309,10 @@ def test_killed_unpatch_at_many_points(
 
 def test_killed_forced_rebuild_keeps_the_users_work(template: Template, tmp_path: Path) -> None:
     """A forced rebuild killed at the swap: the user's edits are at the tree or kept aside."""
-    project = copy_project(template, tmp_path)
+    project = copy_of(template.path, tmp_path)
     write_config(project, {})
     install(project, template, template.versions[0])
-    _ok(run_doit(project, f"unpatch:{DEV}"))
+    doit_ok(project, f"unpatch:{DEV}")
     dest = project / "build" / DEV / "FlagScale"
     phases = [BUILD_PHASES[2], f"build/{DEV}/FlagScale.kept-*"]
     for number, when in enumerate(phases, start=1):
@@ -332,7 +327,7 @@ def test_killed_forced_rebuild_keeps_the_users_work(template: Template, tmp_path
             and (p / "my_notes.txt").read_text() == f"precious {number}\n"
         ]
         assert holders, f"after {kill} the user's file is gone: {sorted(dest.parent.iterdir())}"
-        _ok(run_doit(project, f"unpatch:{DEV}", "--force"))
+        doit_ok(project, f"unpatch:{DEV}", "--force")
         assert git(dest, "rev-parse", "HEAD^{tree}") == template.versions[number % 2].tree
 
 
@@ -346,11 +341,11 @@ def store_files(project: Path, b8: str) -> dict[str, bytes]:
 
 
 def format_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
-    project = copy_project(template, tmp_path)
+    project = copy_of(template.path, tmp_path)
     b8 = template.base8
     name = f"{b8}.patch"
     write_config(project, {DEV: {"base": "v1.0", "current": VERSIONS[0]}})
-    _ok(run_doit(project, f"format_patch:{DEV}"))
+    doit_ok(project, f"format_patch:{DEV}")
     for number, kill in enumerate(plan, start=1):
         old, new = template.versions[(number + 1) % 2], template.versions[number % 2]
         write_config(project, {DEV: {"base": "v1.0", "current": new.current}})
@@ -363,11 +358,11 @@ def format_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
         if json.loads(meta)["patch_sha256"] != sha256(patch):
             # the one mixed state: new patch, old metadata; verify must catch it
             assert (patch, meta) == (new.patch, old.meta), where
-        repair = _ok(run_doit(project, f"format_patch:{DEV}"))
+        repair = doit_ok(project, f"format_patch:{DEV}")
         assert store_files(project, b8) == {name: new.patch, "meta.json": new.meta}, (
             where + describe(repair)
         )
-        again = _ok(run_doit(project, f"format_patch:{DEV}"))
+        again = doit_ok(project, f"format_patch:{DEV}")
         assert executed(again) == [], where + describe(again)
 
 
@@ -398,23 +393,23 @@ def test_mixed_patch_and_metadata_is_reported_then_repaired(
     template: Template, tmp_path: Path
 ) -> None:
     """A stop between the patch's rename and the metadata's: new patch, old meta.json."""
-    project = copy_project(template, tmp_path)
+    project = copy_of(template.path, tmp_path)
     b8 = template.base8
     old, new = template.versions
     write_config(project, {DEV: {"base": "v1.0", "current": old.current}})
-    _ok(run_doit(project, f"format_patch:{DEV}"))
+    doit_ok(project, f"format_patch:{DEV}")
     folder = project / "hardware" / DEV / b8
     (folder / f"{b8}.patch").write_bytes(new.patch)  # what a kill after the first rename leaves
     user = tmp_path / "user"
     shutil.copytree(project, user, symlinks=True, ignore=shutil.ignore_patterns(".flagtasks"))
     write_config(user, {})
-    verify = run_doit(user, f"verify:{DEV}")
+    verify = doit(user, f"verify:{DEV}")
     assert verify.returncode == 1, describe(verify)
     assert "meta.json" in verify.stderr and "Traceback" not in verify.stderr, describe(verify)
     write_config(project, {DEV: {"base": "v1.0", "current": new.current}})
-    _ok(run_doit(project, f"format_patch:{DEV}"))
+    doit_ok(project, f"format_patch:{DEV}")
     assert store_files(project, b8) == {f"{b8}.patch": new.patch, "meta.json": new.meta}
-    _ok(run_doit(project, f"verify:{DEV}"))
+    doit_ok(project, f"verify:{DEV}")
 
 
 def test_half_written_temp_file_is_not_left_in_the_store(
@@ -422,28 +417,21 @@ def test_half_written_temp_file_is_not_left_in_the_store(
 ) -> None:
     """SIGKILL between mkstemp and rename leaves `.<name>.XXXX.tmp` beside the patch: the next
     run removes it or `verify` reports it, and `patch --commit` never commits it."""
-    project = copy_project(template, tmp_path)
+    project = copy_of(template.path, tmp_path)
     b8 = template.base8
     old, new = template.versions
     write_config(project, {DEV: {"base": "v1.0", "current": old.current}})
-    _ok(run_doit(project, f"format_patch:{DEV}"))
+    doit_ok(project, f"format_patch:{DEV}")
     stray = project / "hardware" / DEV / b8 / f".{b8}.patch.k1ll3d.tmp"
     problems = []
     stray.write_bytes(new.patch[: len(new.patch) // 2])  # what the kill left
-    run = run_doit(project)
+    run = doit(project)
     # exit 2, not 1: plain `doit` fails the `verify` group as an error once verify:store failed
     if not ((run.returncode in (1, 2) and stray.name in run.stderr) or not stray.exists()):
         problems.append(f"{stray.name} is left in the store and `doit` is happy:\n{describe(run)}")
     stray.write_bytes(new.patch[: len(new.patch) // 2])
-    patch = subprocess.run(
-        [sys.executable, "-m", "flagtasks", "patch", "--device-type", DEV]
-        + ["--base-commit-id", "v1.0", "--current-commit-id", old.current, "--commit"],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    args = ["--base-commit-id", "v1.0", "--current-commit-id", old.current, "--commit"]
+    patch = flagtasks(project, "patch", "--device-type", DEV, *args)
     committed = git(project, "show", "--name-only", "--format=", "HEAD").splitlines()
     if patch.returncode == 0 and [p for p in committed if p.endswith(".tmp")]:
         problems.append(f"`patch --commit` committed the temp file: {committed}")
@@ -480,14 +468,14 @@ def exposed_files(tmp: Path) -> list[str]:
 
 
 def encrypt_sweep(template: Template, tmp_path: Path, key: Path, plan: list[Kill]) -> None:
-    project = copy_project(template, tmp_path)
+    project = copy_of(template.path, tmp_path)
     b8 = template.base8
     folder = project / "hardware" / DEV / b8
     for stale in folder.iterdir():
         stale.unlink()
     cfg = {"base": "v1.0", "current": VERSIONS[0], "key": str(key)}
     write_config(project, {DEV: cfg})
-    _ok(run_doit(project, f"encrypt:{DEV}"))
+    doit_ok(project, f"encrypt:{DEV}")
     enc = folder / f"{b8}.patch.encrypted"
     stage = project / ".flagtasks" / "stage"
     temp = tmp_path / "tmp"
@@ -510,14 +498,14 @@ def encrypt_sweep(template: Template, tmp_path: Path, key: Path, plan: list[Kill
         assert (project / ".flagtasks").stat().st_mode & 0o077 == 0, where
         for staged in stage.rglob("*") if stage.exists() else []:
             assert staged.is_dir() or staged.stat().st_mode & 0o077 == 0, f"{staged} {where}"
-        repair = _ok(run_doit(project, f"encrypt:{DEV}"))
+        repair = doit_ok(project, f"encrypt:{DEV}")
         assert decrypted(enc.read_bytes(), key) == new.patch, where + describe(repair)
         meta = json.loads((folder / "meta.json").read_text())
         assert meta["patch_sha256"] == sha256(new.patch), where
         assert meta["current"] == git(project, "rev-parse", new.current), where
         assert not list(stage.rglob("*.patch")), f"staged plaintext left behind {where}"
         assert sorted(store_files(project, b8)) == names, where
-        again = _ok(run_doit(project, f"encrypt:{DEV}"))
+        again = doit_ok(project, f"encrypt:{DEV}")
         assert executed(again) == [], where + describe(again)
 
 

@@ -8,18 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures import Runs, describe, git, rev
 from repos import (
-    Runs,
     Scenario,
     build_conflict_merge,
     build_subtree_merge,
     build_tree,
-    describe,
-    git,
     make_project,
     patch_file,
     read_meta,
-    rev,
     sha256,
     tree_of,
     worktree_mismatches,

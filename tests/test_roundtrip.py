@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures import Runs, describe, doit, git, rev
 from repos import (
     BINARY_LOGO,
     BINARY_NEW,
@@ -23,21 +24,16 @@ from repos import (
     SPACE_NAME,
     TIP_AUTHOR,
     TRAILING_WS,
-    Runs,
     Scenario,
     base8,
     build_edge_case,
     build_tree,
     commits_in_range,
-    describe,
-    git,
     hostile_home,
     make_project,
     own_objects,
     patch_file,
     read_meta,
-    rev,
-    run_doit,
     sha256,
     store_dir,
     tree_of,
@@ -215,9 +211,9 @@ class Regen:
     def regenerate(self, env: dict[str, str] | None = None) -> dict[str, bytes]:
         shutil.rmtree(self.sc.repo / "hardware")
         tasks = [f"format_patch:{dev(m)}" for m in REGEN]
-        forgot = run_doit(self.sc.repo, "forget", *tasks, env=env)
+        forgot = doit(self.sc.repo, "forget", *tasks, env=env)
         assert forgot.returncode == 0, describe(forgot)
-        proc = run_doit(self.sc.repo, *tasks, env=env)
+        proc = doit(self.sc.repo, *tasks, env=env)
         assert proc.returncode == 0, describe(proc)
         return {m: patch_file(self.sc.repo, dev(m), self.sc.base).read_bytes() for m in REGEN}
 
@@ -228,7 +224,7 @@ def regen(tmp_path_factory: pytest.TempPathFactory) -> Regen:
     make_project(
         sc.repo, {dev(m): {"base": sc.base, "current": sc.current, "mode": m} for m in REGEN}
     )
-    proc = run_doit(sc.repo, *[f"format_patch:{dev(m)}" for m in REGEN])
+    proc = doit(sc.repo, *[f"format_patch:{dev(m)}" for m in REGEN])
     assert proc.returncode == 0, describe(proc)
     return Regen(sc, {m: patch_file(sc.repo, dev(m), sc.base).read_bytes() for m in REGEN})
 
@@ -274,7 +270,7 @@ def test_user_git_config_does_not_fuzz_or_fix_whitespace(tmp_path: Path) -> None
     home = hostile_home(tmp_path, HOSTILE_APPLY_CONFIG)
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
     for task in ("format_patch", "verify", "unpatch"):
-        proc = run_doit(sc.repo, f"{task}:{dev('series')}", env=env)
+        proc = doit(sc.repo, f"{task}:{dev('series')}", env=env)
         assert proc.returncode == 0, describe(proc)
     build = build_tree(sc.repo, dev("series"))
     assert git(build, "rev-parse", "HEAD^{tree}") == tree_of(sc.repo, sc.current)
@@ -287,7 +283,7 @@ def test_verify_compares_trees_not_looks(tmp_path: Path) -> None:
     sc = build_edge_case(tmp_path / "upstream")
     device = dev("series")
     make_project(sc.repo, {device: {"base": sc.base, "current": sc.current, "mode": "series"}})
-    made = run_doit(sc.repo, f"format_patch:{device}")
+    made = doit(sc.repo, f"format_patch:{device}")
     assert made.returncode == 0, describe(made)
     path = patch_file(sc.repo, device, sc.base)
     data = path.read_bytes()
@@ -297,7 +293,7 @@ def test_verify_compares_trees_not_looks(tmp_path: Path) -> None:
     meta = json.loads(meta_path.read_text())
     meta["patch_sha256"] = sha256(path.read_bytes())
     meta_path.write_text(json.dumps(meta))
-    proc = run_doit(sc.repo, f"verify:{device}")
+    proc = doit(sc.repo, f"verify:{device}")
     assert proc.returncode == 1, describe(proc)
     assert proc.stderr.strip(), describe(proc)
     assert "Traceback" not in proc.stdout + proc.stderr, describe(proc)

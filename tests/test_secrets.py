@@ -7,61 +7,16 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from repos import clean_env, describe, git, run_doit
+from fixtures import describe, doit, flagtasks, git, sample_project
 
 from flagtasks import crypto
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample" / "upstream.git"
-DEVICES = {"A_X100": "v1.0", "B_Y100": "v1.0", "C_Z200": "v1.1"}
 DEV = "A_X100"
-
-
-def checked(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    """Every command of this module: no key material in anything it prints."""
-    text = proc.stdout + proc.stderr
-    assert "PRIVATE KEY" not in text and "OPENSSH" not in text, describe(proc)
-    assert "Traceback" not in proc.stderr or "--debug" in proc.args, describe(proc)
-    return proc
-
-
-def cli(project: Path, *args: str, umask: int | None = None) -> subprocess.CompletedProcess:
-    return checked(
-        subprocess.run(
-            [sys.executable, "-m", "flagtasks", *args],
-            cwd=project,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-            preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
-        )
-    )
-
-
-def doit(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return checked(run_doit(project, *args))
-
-
-def sample_project(path: Path, key: Path | None = None) -> Path:
-    git(path.parent, "clone", "-q", str(SAMPLE), path.name)
-    for dev in DEVICES:
-        git(path, "branch", "-q", f"vendor/{dev}", f"origin/vendor/{dev}")
-    init = cli(path, "init")
-    assert init.returncode == 0, describe(init)
-    with (path / "config.toml").open("a") as config:
-        for dev, base in DEVICES.items():
-            config.write(f'\n[vendor.{dev}]\nbase = "{base}"\ncurrent = "vendor/{dev}"\n')
-            if key is not None and dev == DEV:
-                config.write(f'key = "{key}"\n')
-    return path
 
 
 def pem(kind: str) -> bytes:
@@ -113,7 +68,7 @@ def test_private_key_anywhere_fails_verify(project: Path, case: str) -> None:
         git(project, "add", rel)
         git(project, "commit", "-q", "-m", "oops, a key")
     try:
-        run = cli(project, "verify")
+        run = flagtasks(project, "verify")
         assert run.returncode == 1, describe(run)
         assert rel in run.stderr, describe(run)
         if case == "untracked-pkcs8":
@@ -128,12 +83,13 @@ def test_private_key_anywhere_fails_verify(project: Path, case: str) -> None:
 def test_ignored_key_is_not_a_leak(project: Path) -> None:
     """Keys in ignored places (build/, or a pattern in .gitignore) are not in the repo."""
     ignored = [project / "build" / "private_key.pem", project / "local" / "dev.pem"]
-    (project / ".gitignore").write_text((project / ".gitignore").read_text() + "local/\n")
+    ignore = project / ".gitignore"
+    ignore.write_text((ignore.read_text() if ignore.exists() else "") + "local/\n")
     try:
         for path in ignored:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pem("traditional-ec"))
-        run = cli(project, "verify")
+        run = flagtasks(project, "verify")
         assert run.returncode == 0, describe(run)
     finally:
         for path in ignored:
@@ -149,7 +105,7 @@ def encrypted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, byt
     returns (project, key folder, the adaptation's plaintext)."""
     root = tmp_path_factory.mktemp("encrypted")
     key = root / "keys" / "a_x100"
-    path = sample_project(root / "FlagScale", key)
+    path = sample_project(root / "FlagScale", keys={DEV: key})
     run = doit(path)
     assert run.returncode == 0, describe(run)
     blob = next((path / "hardware" / DEV).glob("*/*.patch.encrypted")).read_bytes()
@@ -177,7 +133,7 @@ def test_plaintext_of_encrypted_adaptation_fails_verify(encrypted, case: str) ->
         git(project, "add", rel)
         git(project, "commit", "-q", "-m", "the decrypted patch, for review")
     try:
-        run = cli(project, "verify")
+        run = flagtasks(project, "verify")
         assert run.returncode == 1, describe(run)
         assert rel in run.stderr, describe(run)
     finally:
@@ -188,7 +144,7 @@ def test_plaintext_of_encrypted_adaptation_fails_verify(encrypted, case: str) ->
 
 def test_encrypted_project_without_copies_passes_verify(encrypted) -> None:
     """The control for the tests above: the same project, no plaintext copy, passes."""
-    run = cli(encrypted[0], "verify")
+    run = flagtasks(encrypted[0], "verify")
     assert run.returncode == 0, describe(run)
 
 
@@ -211,17 +167,8 @@ def test_no_plaintext_left_by_the_encrypted_flow(encrypted, tmp_path: Path) -> N
     project, _, plaintext = encrypted
     temp = tmp_path / "tmp"
     temp.mkdir()
-    run = checked(
-        subprocess.run(
-            [sys.executable, "-m", "flagtasks", "unpatch", "--device-type", DEV]
-            + ["--commit-id", "v1.0", "--dir", "elsewhere", "--key-path", str(encrypted[1])],
-            cwd=project,
-            env=clean_env({"TMPDIR": str(temp)}),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    )
+    unpatch = ["unpatch", "--device-type", DEV, "--commit-id", "v1.0", "--dir", "elsewhere"]
+    run = flagtasks(project, *unpatch, "--key-path", str(encrypted[1]), env={"TMPDIR": str(temp)})
     assert run.returncode == 0, describe(run)
     patch_body = plaintext[plaintext.index(b"\ndiff --git") :]
     leaks = holders_of(project, patch_body) + holders_of(temp, patch_body)
@@ -236,7 +183,7 @@ def test_key_pair_created_by_patch_is_owner_only(tmp_path: Path) -> None:
     """Even under a permissive umask: private_key.pem 0600, its folder owner-only."""
     project = sample_project(tmp_path / "FlagScale")
     key = tmp_path / "keys" / "x100"
-    run = cli(
+    run = flagtasks(
         project,
         "patch",
         "--device-type",
@@ -256,14 +203,14 @@ def test_key_pair_created_by_patch_is_owner_only(tmp_path: Path) -> None:
     assert b"PRIVATE KEY" in private.read_bytes()
     store = project / "hardware" / DEV
     assert [p.name for p in store.rglob("*.patch")] == [], "plaintext beside the encrypted"
-    verify = cli(project, "verify")
+    verify = flagtasks(project, "verify")
     assert verify.returncode == 0, describe(verify)
 
 
 @pytest.mark.parametrize("inside", ["keys/x100", ".", "hardware/A_X100"])
 def test_key_path_inside_the_repository_is_refused(project: Path, inside: str) -> None:
     before = sorted(p.relative_to(project) for p in (project / "hardware").rglob("*"))
-    run = cli(
+    run = flagtasks(
         project, "patch", "--device-type", DEV, "--base-commit-id", "v1.0", "--key-path", inside
     )
     assert run.returncode == 2, describe(run)
@@ -279,10 +226,10 @@ def test_debug_output_holds_no_key_material(encrypted, tmp_path: Path) -> None:
     leak.write_bytes(pem("pkcs8-rsa"))
     try:
         for run in (
-            cli(project, "--debug", "verify"),
+            flagtasks(project, "--debug", "verify", allow_traceback="--debug shows the traceback"),
             doit(project, "info", f"encrypt:{DEV}"),
-            cli(project, "status", "--json"),
-            cli(project, "verify", "--device-type", DEV),
+            flagtasks(project, "status", "--json"),
+            flagtasks(project, "verify", "--device-type", DEV),
         ):
             assert "PRIVATE KEY" not in run.stdout + run.stderr
     finally:
@@ -303,7 +250,7 @@ def test_debug_output_holds_no_key_material(encrypted, tmp_path: Path) -> None:
         )
     )
     os.chmod(wrong / "private_key.pem", 0o600)
-    bad = cli(
+    bad = flagtasks(
         project,
         "unpatch",
         "--device-type",

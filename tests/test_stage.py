@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DOIT = Path(sys.executable).parent / "doit"
-
-
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+from fixtures import clone_sample, doit, flagtasks_ok, git
 
 
 def test_failed_encrypt_leaves_no_plaintext(tmp_path: Path) -> None:
-    checkout = tmp_path / "FlagScale"
-    run(tmp_path, "git", "clone", "-q", str(ROOT / "examples/sample/upstream.git"), str(checkout))
-    assert run(checkout, sys.executable, "-m", "flagtasks", "init").returncode == 0
+    checkout = clone_sample(tmp_path / "FlagScale")
+    flagtasks_ok(checkout, "init")
     missing = tmp_path / "nobody" / "public_key.pem"
     with (checkout / "config.toml").open("a") as config:
         config.write(
             f'[vendor.A_X100]\nbase = "v1.0"\ncurrent = "origin/vendor/A_X100"\n'
             f'key = "{tmp_path / "keys"}"\nrecipients = ["{missing}"]\n'
         )
-    done = run(checkout, str(DOIT), "encrypt:A_X100")
+    done = doit(checkout, "encrypt:A_X100")
     assert done.returncode != 0, done.stdout
     assert "public_key.pem" in done.stderr and "Traceback" not in done.stderr
-    plain = run(checkout, "git", "diff", "v1.0", "origin/vendor/A_X100").stdout
+    plain = git(checkout, "diff", "v1.0", "origin/vendor/A_X100")
     added = [ln[1:] for ln in plain.splitlines() if ln.startswith("+") and len(ln) > 12]
     staged = [p for p in (checkout / ".flagtasks" / "stage").rglob("*") if p.is_file()]
     assert staged, "format_patch should have staged the new patch"

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures import Runs, describe, git
 from repos import (
-    Runs,
     add_vendor_branch,
     build_base,
     build_tree,
-    describe,
-    git,
     make_project,
     read_meta,
     settle_index,

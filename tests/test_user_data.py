@@ -13,17 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures import describe, doit, executed, flagtasks, git, sample_project
 from repos import (
     add_vendor_branch,
     build_base,
     commit,
     commit_on,
-    describe,
-    executed,
-    git,
     make_project,
-    run_cli_checked,
-    run_doit_checked,
     settle_index,
     sha256,
     snapshot,
@@ -32,24 +28,7 @@ from repos import (
     tree_of,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample" / "upstream.git"
-DEVICES = {"A_X100": "v1.0", "B_Y100": "v1.0", "C_Z200": "v1.1"}
 DEV = "A_X100"
-
-
-cli, doit = run_cli_checked, run_doit_checked
-
-
-def sample_project(path: Path) -> Path:
-    git(path.parent, "clone", "-q", str(SAMPLE), path.name)
-    for dev in DEVICES:
-        git(path, "branch", "-q", f"vendor/{dev}", f"origin/vendor/{dev}")
-    init = cli(path, "init")
-    assert init.returncode == 0, describe(init)
-    with (path / "config.toml").open("a") as config:
-        for dev, base in DEVICES.items():
-            config.write(f'\n[vendor.{dev}]\nbase = "{base}"\ncurrent = "vendor/{dev}"\n')
-    return path
 
 
 # --------------------------------------------------------------------------- build trees
@@ -159,7 +138,7 @@ def test_rebuild_never_deletes_user_work(project: Path, case: str) -> None:
     assert named in refused.stderr and "--force" in refused.stderr, describe(refused)
     assert snapshot_diff(before, tree_snapshot(dest)) == [], describe(refused)
     if case in ("edit", "stash"):
-        by_cli = cli(
+        by_cli = flagtasks(
             project, "unpatch", "--device-type", DEV, "--commit-id", "v1.0", "--dir", "build"
         )
         assert by_cli.returncode == 1, describe(by_cli)
@@ -169,7 +148,7 @@ def test_rebuild_never_deletes_user_work(project: Path, case: str) -> None:
     if case in ("edit", "commit", "stash"):
         forced = doit(project, f"unpatch:{DEV}", "--force")
     else:
-        forced = cli(
+        forced = flagtasks(
             project,
             "unpatch",
             "--device-type",
@@ -271,7 +250,7 @@ def keys_outside(tmp_path: Path) -> Path:
 def test_vendor_checkout_is_never_changed(dirty: Path, tmp_path: Path, args: list[str]) -> None:
     args = [str(keys_outside(tmp_path)) if a == "KEYS" else a for a in args]
     before = snapshot(dirty)
-    run = cli(dirty, *args)
+    run = flagtasks(dirty, *args)
     assert run.returncode == 0, describe(run)
     assert snapshot_diff(before, snapshot(dirty)) == [], describe(run)
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import io
-import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from fixtures import ROOT, git
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.version import Version
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_calver():
@@ -132,15 +129,6 @@ def test_next_release_is_canonical_and_newer_than_every_tag(date, earlier):
 
 
 # ---- the environment and git ----
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_AUTHOR_DATE="1700000000 +0000", GIT_COMMITTER_DATE="1700000000 +0000")
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=True
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture

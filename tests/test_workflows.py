@@ -1,19 +1,25 @@
 """The GitHub workflows parse, and say what docs/developers-guide.md promises they do.
 
 GitHub itself is not reachable from here: these checks read the YAML. `actionlint` in CI
-(lint.yml) checks expressions, action inputs and the shell in every `run:` step.
+(lint.yml) checks expressions, action inputs and the shell in every `run:` step, and
+`zizmor` (.ci/run, offline; lint.yml, online) audits them for security findings.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is in the test extras")
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.y*ml"))
 EXPECTED = {"lint.yml", "packaging.yml", "release.yml", "store.yml", "tests.yml", "vendor-pr.yml"}
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -41,6 +47,13 @@ def scripts(workflow: dict) -> str:
     return "\n".join(step.get("run", "") for step in steps(workflow))
 
 
+def permissions(workflow: dict, job: dict) -> dict:
+    """A job's token scopes: its own `permissions:`, else the workflow's."""
+    granted = job.get("permissions", workflow.get("permissions", {}))
+    assert isinstance(granted, dict), f"name the scopes, not {granted!r}"
+    return granted
+
+
 def test_the_expected_workflows_exist():
     assert {path.name for path in FILES} >= EXPECTED
 
@@ -50,7 +63,9 @@ def test_every_workflow_parses_and_is_well_formed(path):
     workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(workflow, dict) and workflow.get("name"), path.name
     assert triggers(workflow), f"{path.name}: no triggers"
-    assert workflow.get("permissions"), f"{path.name}: set least-privilege permissions"
+    top = workflow.get("permissions")
+    assert isinstance(top, dict), f"{path.name}: set least-privilege permissions"
+    assert set(top.values()) <= {"read", "none"}, f"{path.name}: write scopes go on jobs"
     assert workflow["jobs"], f"{path.name}: no jobs"
     for name, job in workflow["jobs"].items():
         assert ("runs-on" in job) != ("uses" in job), f"{path.name}: job {name}"
@@ -59,7 +74,42 @@ def test_every_workflow_parses_and_is_well_formed(path):
         for step in job.get("steps", []):
             assert ("uses" in step) != ("run" in step), f"{path.name}: {name}: {step}"
             if "uses" in step and not step["uses"].startswith("./"):
-                assert re.search(r"@(v\d+|release/v\d+|[0-9a-f]{40})$", step["uses"]), step
+                assert re.search(r"@[0-9a-f]{40}$", step["uses"]), step
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_action_is_pinned_by_commit_sha_with_its_version(path):
+    """`uses: owner/repo@<40 hex> # vX.Y.Z`: a tag can be moved, a commit cannot."""
+    lines = [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.match(r"\s*(- )?uses:", line)
+    ]
+    assert lines or path.name == "store.yml", path.name
+    for line in lines:
+        if line.split("uses:", 1)[1].strip().startswith("./"):
+            continue  # this repository's own reusable workflow, at this run's commit
+        assert re.fullmatch(r"(- )?uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*", line), (
+            f"{path.name}: pin by commit SHA with a version comment: {line}"
+        )
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_job_that_runs_project_code_can_write(path):
+    """Tests, builds and installs run with a read-only token; write scopes sit on jobs
+    that check nothing out, and no checkout leaves its token in .git/config."""
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name, job in workflow["jobs"].items():
+        granted = permissions(workflow, job)
+        text = scripts({"jobs": {name: job}})
+        checkouts = [s for s in job.get("steps", []) if "actions/checkout@" in s.get("uses", "")]
+        for step in checkouts:
+            assert step.get("with", {}).get("persist-credentials") is False, f"{path.name}: {name}"
+        if re.search(r"pytest|pip install|doit |python -m build", text):
+            assert granted.get("contents") != "write", f"{path.name}: {name} runs code"
+            assert "write" not in granted.values(), f"{path.name}: {name} runs code"
+        if granted.get("contents") == "write":
+            assert not checkouts, f"{path.name}: {name} can write: it checks nothing out"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -103,6 +153,22 @@ def test_lint_runs_ruff_shellcheck_and_actionlint():
     text = scripts(load("lint.yml"))
     for command in ("ruff check .", "ruff format --check .", ".ci/lint-shell", "actionlint"):
         assert command in text
+    assert re.search(r"^zizmor .*\.github", text, re.M)
+
+
+def test_ci_run_audits_the_workflows_with_zizmor_offline():
+    text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^zizmor --offline .*\.github\b", text, re.M)
+
+
+def test_dependabot_bumps_the_actions_and_pip_weekly():
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text(encoding="utf-8"))
+    assert config["version"] == 2
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) >= {"github-actions", "pip"}
+    for update in updates.values():
+        assert update["directory"] == "/"
+        assert update["schedule"]["interval"] == "weekly"
 
 
 def test_packaging_installs_sdist_and_wheel_into_clean_venvs():
@@ -138,6 +204,108 @@ def test_vendor_pr_fans_devices_out_from_flagtasks_matrix():
     )
 
 
+def test_vendor_pr_runs_the_base_branchs_dodo_py_not_the_pull_requests():
+    """A pull request is untrusted: the dodo.py doit imports comes from the base ref."""
+    workflow = load("vendor-pr.yml")
+    for name in ("plan", "device"):
+        job_steps = workflow["jobs"][name]["steps"]
+        take = [
+            i
+            for i, step in enumerate(job_steps)
+            if step.get("env", {}).get("BASE_REF") == "${{ github.base_ref }}"
+            and re.search(
+                r"git show \S*\$\{?BASE_REF\}?:(dodo\.py|\$\{?file\}?)", step.get("run", "")
+            )
+            and "dodo.py" in step.get("run", "")
+        ]
+        assert take, f"{name}: no step takes dodo.py from the base ref"
+        runs_doit = [
+            i
+            for i, step in enumerate(job_steps)
+            if "doit " in step.get("run", "") or "actions/cache@" in step.get("uses", "")
+        ]
+        assert runs_doit and take[0] < min(runs_doit), f"{name}: dodo.py replaced too late"
+
+
+def _encrypted_step_script() -> str:
+    device = load("vendor-pr.yml")["jobs"]["device"]
+    step = next(s for s in device["steps"] if s.get("id") == "kind")
+    assert "flagtasks status --json" in step["run"]
+    found = re.search(r"<<'PY'[^\n]*\n(.*?)\nPY\n", step["run"], re.S)
+    assert found, "the step's Python is a <<'PY' here-document"
+    return found.group(1)
+
+
+def _row(device: str, **values) -> dict:
+    row = {
+        "device": device,
+        "base8": "aaaa1111",
+        "base": "a" * 40,
+        "generated": True,
+        "encrypted": False,
+        "legacy_encryption": False,
+        "recipients": [],
+        "mode": None,
+        "verified": True,
+        "selected": True,
+        "build": "built",
+        "path": "/abs/build",
+        "hetero": [],
+        "submodules": [],
+    }
+    row.update(values)
+    return row
+
+
+@pytest.mark.parametrize(
+    "rows, code, expect",
+    [
+        ([_row("A_X100", encrypted=True)], 0, "encrypted=true"),
+        ([_row("A_X100")], 0, "encrypted=false"),
+        (  # the unselected base is encrypted, the selected one is not
+            [_row("A_X100", encrypted=True, selected=False), _row("A_X100", base8="bbbb2222")],
+            0,
+            "encrypted=false",
+        ),
+        ([_row("B_Y100", encrypted=True), _row("A_X100")], 1, "encrypted=false"),
+        ([_row("B_Y100", encrypted=True)], 0, "encrypted=false"),
+        ([_row("B_Y100")], 1, None),  # status failed and lists nothing for A_X100
+    ],
+)
+def test_vendor_pr_reads_the_typed_status_json(tmp_path, rows, code, expect):
+    status = tmp_path / "status.json"
+    status.write_text(
+        json.dumps({"schema": 1, "root": "/r", "hardware": "hardware", "adaptations": rows})
+    )
+    done = subprocess.run(
+        [sys.executable, "-", str(status), str(code)],
+        input=_encrypted_step_script(),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEVICE": "A_X100"},
+        check=False,
+    )
+    if expect is None:
+        assert done.returncode != 0 and "A_X100" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expect
+
+
+def test_vendor_pr_refuses_an_unknown_status_schema(tmp_path):
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"schema": 2, "adaptations": []}))
+    done = subprocess.run(
+        [sys.executable, "-", str(status), "0"],
+        input=_encrypted_step_script(),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEVICE": "A_X100"},
+        check=False,
+    )
+    assert done.returncode != 0 and "schema" in done.stderr
+
+
 def test_the_store_workflow_calls_the_reusable_one():
     job = load("store.yml")["jobs"]["sample"]
     assert job["uses"] == "./.github/workflows/vendor-pr.yml"
@@ -162,3 +330,23 @@ def test_release_publishes_to_test_pypi_or_pypi_by_hand_only():
     assert "repository-url" not in upload[0].get("with", {})
     for job in (test_pypi, real):
         assert job["permissions"] == {"id-token": "write"}
+    assert workflow["permissions"] == {}
+
+
+def test_release_tags_in_its_own_job_after_the_tests():
+    """The tests never run with a write token: tagging is a separate job that needs them."""
+    jobs = load("release.yml")["jobs"]
+    assert "pytest" in scripts({"jobs": {"build": jobs["build"]}})
+    assert jobs["build"]["permissions"] == {"contents": "read"}
+    tag = jobs["tag"]
+    assert tag["needs"] == "build"
+    assert tag["permissions"] == {"contents": "write"}
+    assert "!inputs.DEPLOY_TO_TEST_PYPI" in tag["if"]
+    assert not [s for s in tag["steps"] if "uses" in s], "the tag job runs no action"
+    text = scripts({"jobs": {"tag": tag}})
+    assert "pytest" not in text and "pip" not in text
+    assert "refs/tags/v$VERSION" in text
+    for name, job in jobs.items():
+        if name != "tag":
+            assert "write" not in {v for k, v in job["permissions"].items() if k != "id-token"}
+    assert set(jobs["publish"]["needs"]) == {"build", "tag"}

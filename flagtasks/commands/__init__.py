@@ -2,31 +2,54 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from .. import config, git
+from .. import config, engine, lock, plan, store, tasks
 from ..errors import UsageError
 
 
-def project_root() -> Path:
-    """The checkout the command runs in: the current folder, which must be its root."""
-    here = Path.cwd()
-    if not git.is_repo(here):
-        raise UsageError(f"{here} is not a git checkout: run flagtasks from an upstream checkout")
-    return here
-
-
 def load_config() -> config.Config:
-    return config.load(project_root())
+    """The configuration of the checkout the command runs in, found from any folder inside
+    it; doit's state paths are relative, so the command continues from the checkout's root."""
+    root = config.find_root(Path.cwd())
+    os.chdir(root)
+    return config.load(root)
 
 
-def outside_repo(cfg: config.Config, key: Path) -> Path:
+def take_lock(cfg: config.Config) -> None:
+    """Commands that change things hold the checkout's run lock; readers never wait."""
+    lock.acquire(cfg.state_dir)
+
+
+def run_tasks(p: plan.Plan, args: list[str]) -> int:
+    """Run our doit tasks over plan `p` in this process, sharing the dependency state."""
+    return engine.run(tasks.namespace(p), args)
+
+
+def outside_repo(cfg: config.Config, key: Path, flag: str = "key path") -> Path:
     """Key folders must live outside the repository (a key in the repo is a leak waiting)."""
     key = key.expanduser().resolve()
     for inside in (cfg.root, cfg.repo):
         if key == inside or inside in key.parents:
             raise UsageError(
-                f"key path {key} is inside the repository {inside}: keep keys outside it "
+                f"{flag} {key} is inside the repository {inside}: keep keys outside it "
                 "(e.g. ~/.flagtasks/keys/<DEV>)"
             )
     return key
+
+
+def known_device(
+    cfg: config.Config, device: str, found: dict[str, dict[str, store.Adaptation]]
+) -> str:
+    """`device` if the store or config.toml knows it; else bad input listing the known
+    ones, with a hint when only the case differs (a_x100 for A_X100)."""
+    known = sorted(set(found) | set(cfg.vendors))
+    if device in known:
+        return device
+    alike = [name for name in known if name.lower() == device.lower()]
+    hint = f" (did you mean {alike[0]}?)" if alike else ""
+    raise UsageError(
+        f"unknown device {device}{hint}: no adaptation in {cfg.hardware} and no "
+        f"[vendor.{device}] in config.toml (known: {', '.join(known) or 'none'})"
+    )

@@ -5,13 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import git
+from .. import config, git
+from ..config import BUILD_MARKER, STATE_DIR
 from ..errors import UsageError
 from ..store import atomic_write
 
 DODO = '''"""doit tasks for this checkout's hardware adaptations; everything lives in flagtasks."""
 
-from flagtasks.tasks import *  # noqa: F401,F403
+import sys
+
+try:
+    from flagtasks.tasks import *  # noqa: F401,F403
+except ModuleNotFoundError as missing:
+    if missing.name != "flagtasks":
+        raise
+    sys.stderr.write(
+        f"dodo.py: flagtasks is not installed in this Python ({sys.executable}): "
+        "pip install flagtasks (or pipx install --include-deps flagtasks)\\n"
+    )
+    raise SystemExit(2) from None
 '''
 
 CONFIG = """\
@@ -40,26 +52,29 @@ build = "build"        # where `doit unpatch` puts build/<DEVICE>/<NAME>/
 # A_X100 = "/secure/keys/a_x100"
 """
 
-IGNORES = ("build/", ".flagtasks/")
-
 
 def run(args: argparse.Namespace) -> int:
     here = Path.cwd()
-    if not git.is_repo(here) or git.toplevel(here).resolve() != here.resolve():
-        raise UsageError(f"{here} is not the root of a git checkout: cd to the checkout's root")
+    top = git.work_tree_top(here)
+    if top is None:
+        raise UsageError(f"{here} is not inside a git checkout: run init in an upstream checkout")
+    if (top / ".git" / BUILD_MARKER).is_file():
+        raise UsageError(f"{top} is a build tree made by flagtasks: run init in the upstream")
     for name, content in (("dodo.py", DODO), ("config.toml", CONFIG)):
-        path = here / name
-        if path.exists():
+        path = top / name
+        if path.exists() or path.is_symlink():
             print(f"kept existing {name}")
         else:
             atomic_write(path, content.encode())
             print(f"wrote {name}")
-    ignore = here / ".gitignore"
-    lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
-    missing = [rule for rule in IGNORES if rule not in lines and rule.rstrip("/") not in lines]
+    cfg = config.load(top)
+    rules = [f"/{cfg.build.relative_to(top).as_posix()}/", f"/{STATE_DIR}/"]
+    exclude = git.info_exclude(top)
+    lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.is_file() else []
+    missing = [rule for rule in rules if rule not in lines]
     if missing:
         body = "\n".join(lines) + ("\n" if lines else "")
-        atomic_write(ignore, (body + "\n".join(missing) + "\n").encode())
-        print(f".gitignore: added {' '.join(missing)}")
+        atomic_write(exclude, (body + "\n".join(missing) + "\n").encode())
+        print(f"{exclude}: ignores {' '.join(missing)} (no tracked file was changed)")
     print("done: run `doit list` to see the tasks")
     return 0

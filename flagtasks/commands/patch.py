@@ -6,12 +6,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from .. import crypto, git, lock, plan, runner, store
-from ..config import Vendor
-from ..errors import UsageError
+from .. import crypto, git, hygiene, plan, store
+from ..config import Config, Vendor
+from ..errors import OperationError, UsageError
 from ..names import check_device, check_rev
-from ..tasks import STATE_DIR
-from . import load_config, outside_repo
+from . import load_config, outside_repo, run_tasks, take_lock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     base8 = (shas[base_rev] or "")[:8]
     target, others = devices[-1], devices[:-1]
     if others:
-        store.read_hetero(cfg.hardware)  # a broken hetero.txt is refused before any work
+        store.read_hetero_any(cfg.hardware)  # a broken hetero.txt is refused before any work
     found = store.scan(cfg.hardware)
     for device in others:
         if base8 not in found.get(device, {}):
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     configured = cfg.vendors.get(target)
     key = Path(args.key_path) if args.key_path else (configured.key if configured else None)
     if key is not None:
-        key = outside_repo(cfg, key)
+        key = outside_repo(cfg, key, "--key-path" if args.key_path else "key")
     vendor = Vendor(
         device=target,
         base=base_rev,
@@ -49,22 +48,50 @@ def run(args: argparse.Namespace) -> int:
         key=key,
         recipients=configured.recipients if configured else (),
     )
-    lock.acquire(cfg.root / STATE_DIR)
+    take_lock(cfg)
+    _say_uncommitted(cfg.repo, current_rev)
     if key is not None and crypto.ensure_keypair(key):
         print(f"created a key pair in {key} (private_key.pem is owner-only; keep it safe)")
     p = plan.make(replace(cfg, vendors={target: vendor}))
     steps = [f"format_patch:{target}"] + ([f"encrypt:{target}"] if key else [])
-    code = runner.run(p, ["run", "--always-execute", *steps, f"verify:{target}"])
+    code = run_tasks(p, ["run", "--always-execute", *steps, f"verify:{target}"])
     if code:
         return code
     if others and store.write_combo(cfg.hardware, base8, tuple(devices)):
         print(f"hetero.txt: {base8}: {' '.join(devices)}")
     if args.commit:
-        paths = [cfg.hardware / target / base8]
-        if others:
-            paths.append(cfg.hardware / store.HETERO)
-        subject = git.subject(cfg.repo, p.vendors[target].current)
-        message = subject if subject.startswith(f"[{target}]") else f"[{target}] {subject}"
-        sha = git.commit_paths(cfg.root, paths, message)
-        print(f"committed {sha[:8]} {message}")
+        _commit(cfg, target, base8, bool(others), p.vendors[target].current)
     return 0
+
+
+def _say_uncommitted(repo: Path, current_rev: str) -> None:
+    """Edits not yet committed are not part of current: say so rather than drop them."""
+    if git.work_tree_top(repo) is None:
+        return
+    changes = git.tracked_changes(repo)
+    if changes:
+        print(
+            f"note: {len(changes)} uncommitted change(s) in {repo} (e.g. {changes[0]}) are not "
+            f"part of {current_rev}: commit them and run patch again to include them"
+        )
+
+
+def _commit(cfg: Config, device: str, base8: str, hetero: bool, current: str) -> None:
+    """Commit the adaptation's own files only, once the store and secret checks pass them."""
+    adaptation = store.load_adaptation(cfg.hardware, device, base8)
+    if adaptation is None:
+        raise OperationError(f"no adaptation of {device} on {base8} to commit")
+    paths = [
+        store.patch_path(cfg.hardware, device, base8, encrypted=False),
+        store.patch_path(cfg.hardware, device, base8, encrypted=True),
+        store.meta_path(cfg.hardware, device, base8),
+    ]
+    if hetero:
+        paths.append(cfg.hardware / store.HETERO)
+    problems = hygiene.commit_problems(cfg.root, cfg.hardware, adaptation)
+    if problems:
+        raise OperationError.of(["not committed:", *problems])
+    subject = git.subject(cfg.repo, current)
+    message = subject if subject.startswith(f"[{device}]") else f"[{device}] {subject}"
+    sha = git.commit_paths(cfg.root, paths, message)
+    print(f"committed {sha[:8]} {message}")

@@ -1,83 +1,114 @@
-"""`flagtasks status`: devices x bases, what is stored, verified and built."""
+"""`flagtasks status`: devices x bases, what is stored, verified and built.
+
+Read only: it takes no lock and runs no task, it asks doit which tasks are up to date.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-from .. import crypto, plan, runner, store
-from ..errors import FlagtasksError
+from .. import crypto, engine, plan, store, tasks
 from . import load_config
 
+SCHEMA = 1
 COLUMNS = ("device", "base", "stored", "verified", "build", "hetero")
+LEGEND = """\
+stored    plaintext | encrypted (N recipients) | encrypted (legacy: FlagScale's format) |
+          not generated (a [vendor.*] section whose patch is not written yet)
+verified  yes: verify passed for this store and key | -: verify has not passed since it changed
+build     built: the tree holds this adaptation | stale: it must be rebuilt |
+          missing: no tree yet | -: not the base this device builds
+hetero    the combos (hardware/hetero.txt) this adaptation is part of"""
 
 
-def rows(p: plan.Plan) -> list[dict]:
-    """One row per stored adaptation (and per vendor adaptation not generated yet)."""
-    states = runner.task_states(p)
-    combos = store.read_hetero(p.config.hardware)
+def rows(p: plan.Plan) -> list[dict[str, Any]]:
+    """One typed row per stored adaptation (and per vendor adaptation not generated yet)."""
+    states = engine.task_states(tasks.namespace(p))
+    combos = store.read_hetero_any(p.hardware)
     out = []
     for device in p.devices:
         chosen = p.builds.get(device)
         for base8, job in sorted(p.stored.get(device, {}).items()):
             meta = store.read_meta(job.meta) or {}
-            if not job.patch.is_file():
-                stored = "not generated"
-            elif job.encrypted:
-                fingerprints = _recipients(job.patch)
-                stored = (
-                    f"encrypted ({len(fingerprints)} recipient(s))"
-                    if fingerprints
-                    else ("encrypted (legacy)")
-                )
-            else:
-                stored = "plaintext"
-            if chosen and chosen.stored.base8 == base8:
+            generated = job.patch.is_file()
+            recipients = crypto.readable_by(job.patch) if job.encrypted and generated else []
+            selected = bool(chosen and chosen.stored.base8 == base8)
+            build = None
+            if selected and chosen:
                 if states.get(f"unpatch:{device}") == "U":
-                    built = "built"
+                    build = "built"
                 elif (chosen.dest / ".git").is_dir():
-                    built = "stale"
+                    build = "stale"
                 else:
-                    built = "missing"
-            else:
-                built = "-"
-            hetero = [
-                " ".join(c.devices) for c in combos if c.base8 == base8 and device in c.devices
-            ]
+                    build = "missing"
+            mode = meta.get("mode")
             out.append(
                 {
                     "device": device,
-                    "base": base8,
-                    "stored": stored,
-                    "verified": "yes" if states.get(f"verify:{device}") == "U" else "no",
-                    "build": built,
-                    "hetero": "; ".join(hetero) or "-",
-                    "mode": meta.get("mode", "-"),
-                    "recipients": _recipients(job.patch) if job.encrypted else [],
-                    "path": str(chosen.dest) if chosen and chosen.stored.base8 == base8 else "",
+                    "base8": base8,
+                    "base": job.base,
+                    "generated": generated,
+                    "encrypted": job.encrypted,
+                    "legacy_encryption": job.encrypted and generated and not recipients,
+                    "recipients": recipients,
+                    "mode": mode if isinstance(mode, str) else None,
+                    "verified": states.get(f"verify:{device}") == "U",
+                    "selected": selected,
+                    "build": build,
+                    "path": str(chosen.dest) if selected and chosen else None,
+                    "hetero": [  # a line FlagScale's tool appended twice counts once
+                        list(devices)
+                        for devices in dict.fromkeys(
+                            c.devices for c in combos if c.base8 == base8 and device in c.devices
+                        )
+                    ],
+                    "submodules": [],
                 }
             )
     return out
 
 
-def _recipients(path) -> list[str]:
-    try:
-        return crypto.header_recipients(path.read_bytes(), name=str(path))
-    except (OSError, FlagtasksError):
-        return []
+def _cells(row: dict[str, Any]) -> dict[str, str]:
+    if not row["generated"]:
+        stored = "not generated"
+    elif row["legacy_encryption"]:
+        stored = "encrypted (legacy)"
+    elif row["encrypted"]:
+        stored = f"encrypted ({len(row['recipients'])} recipients)"
+    else:
+        stored = "plaintext"
+    return {
+        "device": row["device"],
+        "base": row["base8"],
+        "stored": stored,
+        "verified": "yes" if row["verified"] else "-",
+        "build": row["build"] or "-",
+        "hetero": "; ".join(" ".join(c) for c in row["hetero"]) or "-",
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     p = plan.make(load_config())
     table = rows(p)
     if args.json:
-        print(json.dumps(table, indent=2))
+        document = {
+            "schema": SCHEMA,
+            "root": str(p.config.root),
+            "hardware": str(p.hardware),
+            "adaptations": table,
+        }
+        print(json.dumps(document, indent=2))
         return 0
     if not table:
-        print(f"no adaptations in {p.config.hardware} and no [vendor.*] in config.toml")
+        print(f"no adaptations in {p.hardware} and no [vendor.*] in config.toml")
         return 0
-    widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in COLUMNS}
+    cells = [_cells(row) for row in table]
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in COLUMNS}
     print("  ".join(c.upper().ljust(widths[c]) for c in COLUMNS).rstrip())
-    for row in table:
+    for row in cells:
         print("  ".join(row[c].ljust(widths[c]) for c in COLUMNS).rstrip())
+    print()
+    print(LEGEND)
     return 0

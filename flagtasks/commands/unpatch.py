@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from .. import actions, git, inplace, lock, plan, runner, store
+from .. import actions, build, git, plan, store
+from ..config import Config
 from ..errors import UsageError
 from ..names import check_device, check_rev, is_base8
-from ..tasks import STATE_DIR
-from . import load_config
+from . import known_device, load_config, outside_repo, run_tasks, take_lock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     rev = check_rev(args.commit_id, "--commit-id")
     cfg = load_config()
     found = store.scan(cfg.hardware)
+    for device in devices:
+        known_device(cfg, device, found)
     base8 = _base8(cfg, rev, devices, found)
     for device in devices:
         if base8 not in found.get(device, {}):
@@ -30,32 +33,38 @@ def run(args: argparse.Namespace) -> int:
             )
     if len(devices) > 1:
         _check_combo(cfg.hardware, base8, devices)
+    if args.dir is None and len(devices) > 1:
+        raise UsageError("several devices need --dir (each gets DIR/<DEV>/<NAME>/)")
     keys = dict(cfg.keys)
+    key = None
     if args.key_path:
-        key = Path(args.key_path).expanduser().resolve()
+        key = outside_repo(cfg, Path(args.key_path), "--key-path")
         if not key.is_dir():
             raise UsageError(
                 f"--key-path {key} is not a folder: give the folder with private_key.pem"
             )
         keys.update({device: key for device in devices})
-    cfg = replace(cfg, use={d: base8 for d in devices}, keys=keys, vendors={})
-    lock.acquire(cfg.root / STATE_DIR)
     build_root = Path(args.dir).resolve() if args.dir is not None else None
+    cfg = replace(cfg, use={d: base8 for d in devices}, keys=keys, vendors={})
+    take_lock(cfg)
     p = plan.make(cfg, build_root=build_root, force=args.force)
     for device in devices:
         if p.builds[device].stored.base is None:
             raise plan.unknown_commit(cfg, base8, f"base of {device}")
-    if args.dir is None:
-        if len(devices) > 1:
-            raise UsageError("several devices need --dir (each gets DIR/<DEV>/<NAME>/)")
-        job = p.builds[devices[0]]
-        plaintext = actions.read_plaintext(job.stored, job.key)
-        print(inplace.switch(cfg.repo, job.stored, plaintext))
+    if build_root is None:
+        job = p.builds[devices[0]].stored
+        assert job.base is not None
+        plaintext = actions.read_plaintext(job, key or keys.get(job.device))
+        print(build.switch_checkout(cfg.repo, job.device, job.base, plaintext))
         return 0
-    return runner.run(p, ["run", *[f"unpatch:{d}" for d in devices]])
+    code = run_tasks(p, ["run", *[f"unpatch:{d}" for d in devices]])
+    if code == 0:
+        for device in devices:
+            plan.record_pick(cfg.state_dir, device, base8, keys.get(device) if key else None)
+    return code
 
 
-def _base8(cfg, rev: str, devices: list[str], found: dict) -> str:
+def _base8(cfg: Config, rev: str, devices: list[str], found: dict[str, Any]) -> str:
     """A store folder name as given, else whatever commit `rev` names."""
     if is_base8(rev) and any(rev in found.get(d, {}) for d in devices):
         return rev
@@ -66,7 +75,7 @@ def _base8(cfg, rev: str, devices: list[str], found: dict) -> str:
 
 
 def _check_combo(hardware: Path, base8: str, devices: list[str]) -> None:
-    combos = [c for c in store.read_hetero(hardware) if c.base8 == base8]
+    combos = [c for c in store.read_hetero_any(hardware) if c.base8 == base8]
     if any(set(c.devices) == set(devices) for c in combos):
         return
     listed = "; ".join(" ".join(c.devices) for c in combos) or "none"

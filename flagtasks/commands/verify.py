@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from .. import lock, plan, runner
-from ..errors import UsageError
+from .. import plan, store
 from ..names import check_device
-from ..tasks import STATE_DIR
-from . import load_config
+from . import known_device, load_config, run_tasks, take_lock
 
 
 def run(args: argparse.Namespace) -> int:
     devices = [check_device(d) for d in args.device_type or []]
     cfg = load_config()
-    lock.acquire(cfg.root / STATE_DIR)
-    p = plan.make(cfg)
+    found = store.scan(cfg.hardware)
     for device in devices:
-        if device not in p.devices:
-            raise UsageError(
-                f"unknown device {device}: no adaptation in {cfg.hardware} and no "
-                f"[vendor.{device}] in config.toml (known: {', '.join(p.devices) or 'none'})"
-            )
+        known_device(cfg, device, found)
+    take_lock(cfg)
+    p = plan.make(cfg)
     names = [f"verify:{d}" for d in devices] + ["verify:store"] if devices else ["verify"]
-    return runner.run(p, ["run", *names])
+    return run_tasks(p, ["run", *names])
