@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import FORMAT_VERSION, __version__, build, crypto, git, lock, patches, plan, store
+from . import FORMAT_VERSION, __version__, build, crypto, errors, git, lock, patches, plan, store
 from .engine import reported
 from .errors import FlagtasksError, OperationError, UsageError
 from .plan import BuildJob, StoredJob, VendorJob
@@ -216,8 +216,10 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
     return note + build.build(spec, plaintext, force=force)
 
 
-@reported
-def clean_tree(state_dir: Path, repo: Path, dest: Path) -> str:
-    """`doit clean`: remove a tree that holds none of the user's work."""
-    lock.acquire(state_dir)
-    return build.remove(dest, repo)
+def clean_tree(state_dir: Path, repo: Path, dest: Path) -> None:
+    """`doit clean`: remove a tree that holds none of the user's work. doit's clean shows
+    no reporter, so a failure ends the run through the error boundary."""
+    with errors.boundary():
+        lock.acquire(state_dir)
+        errors.exit_cleanly_on_sigterm()
+        print(build.remove(dest, repo))

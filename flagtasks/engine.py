@@ -63,6 +63,7 @@ class Reporter(ConsoleReporter):
         Reporter.last_failures = []
         try:
             lock.acquire(Path.cwd() / STATE_DIR)
+            errors.exit_cleanly_on_sigterm()
         except FlagtasksError as exc:
             raise SystemExit(errors.handle(exc)) from None
         super().initialize(tasks, selected_tasks)
@@ -75,7 +76,10 @@ class Reporter(ConsoleReporter):
         fail = result["exception"]
         if _group_echo(result["task"], fail):
             return
-        errors.emit(fail.message.strip() or fail.get_name(), where=result["task"].name)
+        message = fail.message.strip() or fail.get_name()
+        if isinstance(fail, UnmetDependency):
+            message = f"not run: {message} failed first"
+        errors.emit(message, where=result["task"].name)
         if errors.debug_enabled() and fail.traceback:
             sys.stderr.write("".join(fail.traceback))
 

@@ -9,6 +9,7 @@ FLAGTASKS_DEBUG=1 under doit).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -110,6 +111,16 @@ def quiet_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):
         pass
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (CI cancel, `kill`) unwinds like Ctrl-C, so temp trees and files are removed."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextmanager

@@ -2,36 +2,48 @@
 
 Two terminals or two CI steps on one checkout would otherwise race on build trees, the
 store and the dependency file. The second run waits (saying so), then gives up clearly.
+Only runs that change things take it (see engine.py); readers never wait.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
-from .errors import OperationError
+from .errors import OperationError, UsageError
 
 _HELD: dict[Path, int] = {}
+DEFAULT_TIMEOUT = 600.0
 
 
-def ensure_state_dir(state_dir: Path) -> Path:
-    """Create the private state folder (owner-only: it may stage plaintext)."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return state_dir
+def timeout_from_env() -> float:
+    """FLAGTASKS_LOCK_TIMEOUT, in seconds (default 600)."""
+    raw = os.environ.get("FLAGTASKS_LOCK_TIMEOUT", "")
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:
+        raise UsageError(
+            f"FLAGTASKS_LOCK_TIMEOUT={raw[:40]!r} is not a number of seconds: set it to e.g. 600"
+        )
+    return value
 
 
 def acquire(state_dir: Path, timeout: float | None = None) -> None:
     """Hold the checkout's lock until this process exits (re-entrant within a process)."""
-    path = ensure_state_dir(state_dir) / "lock"
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = state_dir / "lock"
     if path in _HELD:
         return
     if timeout is None:
-        timeout = float(os.environ.get("FLAGTASKS_LOCK_TIMEOUT", "600"))
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        timeout = timeout_from_env()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     deadline = time.monotonic() + timeout
     said = False
     while True:
@@ -53,17 +65,6 @@ def acquire(state_dir: Path, timeout: float | None = None) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _HELD[path] = fd
-    _exit_cleanly_on_sigterm()
-
-
-def _exit_cleanly_on_sigterm() -> None:
-    """SIGTERM (CI cancel, `kill`) unwinds like Ctrl-C, so temp trees and files are removed."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _holder(path: Path) -> str:

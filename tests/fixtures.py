@@ -144,8 +144,8 @@ KEY_MARKERS = ("PRIVATE KEY", "OPENSSH")
 """What key material looks like in output: the PEM headers of every format, OpenSSH's too."""
 
 ERROR_PREFIX = "error: "
-"""How doit reports a failed task today: `ERROR <task>: <message>` on stderr (the command line
-already writes `error: <message>`). Tests that look for a task's error line use this."""
+"""How the command line and doit start an error line on stderr: `error: [<task>: ]<message>`
+(flagtasks.errors.PREFIX). Tests that look for an error line use this."""
 
 
 def describe(proc: subprocess.CompletedProcess[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import config, engine, lock, plan, store, tasks
+from .. import config, engine, errors, lock, plan, store, tasks
 from ..errors import UsageError
 
 
@@ -20,6 +20,7 @@ def load_config() -> config.Config:
 def take_lock(cfg: config.Config) -> None:
     """Commands that change things hold the checkout's run lock; readers never wait."""
     lock.acquire(cfg.state_dir)
+    errors.exit_cleanly_on_sigterm()
 
 
 def run_tasks(p: plan.Plan, args: list[str]) -> int:
