@@ -637,3 +637,29 @@ def test_verify_without_key_skips_content_and_status_lists_recipients(
     assert rows[0]["encrypted"] is True and rows[0]["legacy_encryption"] is False
     expected = sorted(fingerprint_of(k / "public_key.pem") for k in (keys.vendor, keys.customer))
     assert sorted(rows[0]["recipients"]) == expected
+
+
+def test_cli_key_path_build_stays_built_in_status_and_doit(
+    vendor: Vendor, keys: Keys, tmp_path: Path
+) -> None:
+    """A tree built with `unpatch --key-path` (no [keys] in config.toml) is the device's pick:
+    status says built, a later `doit unpatch` does nothing, and a failed attempt with a wrong
+    key leaves the intact tree built."""
+    user = user_checkout(tmp_path / "user", vendor.project / "hardware")
+    unpatch = ["unpatch", "--device-type", DEV, "--commit-id", vendor.base8, "--dir", "build"]
+    flagtasks_ok(user, *unpatch, "--key-path", str(keys.vendor))
+    tree = user / "build" / DEV / NAME
+    assert_tree_is_current(user, tree)
+
+    def row() -> dict:
+        document = json.loads(flagtasks_ok(user, "status", "--json").stdout)
+        (found,) = [r for r in document["adaptations"] if r["device"] == DEV]
+        return found
+
+    assert row()["build"] == "built" and row()["selected"] is True
+    again = doit_ok(user, f"unpatch:{DEV}")
+    assert f"unpatch:{DEV}" in up_to_date(again), describe(again)
+
+    flagtasks_fails(user, 1, *unpatch, "--key-path", str(keys.stranger), "--force")
+    assert row()["build"] == "built", "a failed attempt made the intact tree look stale"
+    assert_tree_is_current(user, tree)

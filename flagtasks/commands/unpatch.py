@@ -49,13 +49,18 @@ def run(args: argparse.Namespace) -> int:
     take_lock(cfg)
     p = plan.make(cfg, build_root=build_root, force=args.force)
     for device in devices:
-        if p.builds[device].stored.base is None:
+        job = p.builds[device]
+        if job.stored.base is None:
             raise plan.unknown_commit(cfg, base8, f"base of {device}")
+        if job.stored.encrypted:
+            # a key that cannot read the patch fails here, before doit would mark the
+            # device's intact tree as not up to date
+            actions.read_plaintext(job.stored, job.key)
     if build_root is None:
-        job = p.builds[devices[0]].stored
-        assert job.base is not None
-        plaintext = actions.read_plaintext(job, key or keys.get(job.device))
-        print(build.switch_checkout(cfg.repo, job.device, job.base, plaintext))
+        stored = p.builds[devices[0]].stored
+        assert stored.base is not None
+        plaintext = actions.read_plaintext(stored, key or keys.get(stored.device))
+        print(build.switch_checkout(cfg.repo, stored.device, stored.base, plaintext))
         return 0
     code = run_tasks(p, ["run", *[f"unpatch:{d}" for d in devices]])
     if code == 0:
