@@ -11,50 +11,39 @@ paths, tree comparisons, snapshots, scenario builders) builds on it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from flagtasks import git as flagtasks_git
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # --------------------------------------------------------------------------- environment
 
+_KEPT = flagtasks_git.GIT_KEPT
 GIT_VARS_DROPPED = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_AUTHOR_NAME",
-    "GIT_AUTHOR_EMAIL",
-    "GIT_AUTHOR_DATE",
-    "GIT_COMMITTER_NAME",
-    "GIT_COMMITTER_EMAIL",
-    "GIT_COMMITTER_DATE",
-    "GIT_CONFIG",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-    "GIT_CONFIG_GLOBAL",
+    *sorted(name for name in os.environ if name.startswith("GIT_") and name not in _KEPT),
     "DOIT_CONFIG",
 )
-"""Variables that would point git elsewhere, pin identities or configure doit: dropped from
-every subprocess here, and from the whole session by conftest.py."""
+"""The caller's variables that would point git elsewhere, pin identities or configure doit:
+the ones flagtasks' own allow-list (flagtasks.git.GIT_KEPT) drops, and doit's config. Dropped
+from every subprocess here, and from the whole session by conftest.py."""
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ without variables that would point git elsewhere or pin identities."""
-    env = {k: v for k, v in os.environ.items() if k not in GIT_VARS_DROPPED}
+    """os.environ through flagtasks' own git allow-list (flagtasks.git.clean_env), so the
+    tests run git and the tool the way the tool runs git; identities come from HOME."""
+    env = {k: v for k, v in flagtasks_git.clean_env(os.environ).items() if k != "DOIT_CONFIG"}
     env["GIT_CONFIG_NOSYSTEM"] = "1"
-    env["LC_ALL"] = "C"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     if extra:
         env.update(extra)
@@ -400,3 +389,21 @@ def copy_of(checkout: Path, parent: Path) -> Path:
     dest = parent / NAME
     shutil.copytree(checkout, dest, symlinks=True)
     return dest
+
+
+# --------------------------------------------------------------------------- the run lock
+
+
+@contextmanager
+def holding_lock(project: Path) -> Iterator[None]:
+    """Hold the checkout's run lock as another flagtasks run would."""
+    state = project / ".flagtasks"
+    state.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)

@@ -5,14 +5,11 @@ with a clear message; afterwards every tree is right and `doit` has nothing left
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from fixtures import (
     flagtasks,
     flagtasks_argv,
     git,
+    holding_lock,
     run_env,
     sample_project,
 )
@@ -69,21 +67,6 @@ def wait_for(predicate, what: str, timeout: float = 60) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
-
-
-@contextmanager
-def holding_lock(project: Path) -> Iterator[None]:
-    """Hold the checkout's run lock as another flagtasks run would."""
-    state = project / ".flagtasks"
-    state.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
 
 
 def assert_all_correct(project: Path) -> None:

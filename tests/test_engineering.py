@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -23,8 +22,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +42,7 @@ from fixtures import (
     flagtasks_fails,
     flagtasks_ok,
     git,
+    holding_lock,
     run_env,
     sample_project,
     up_to_date,
@@ -417,21 +415,6 @@ def test_second_keyed_run_executes_nothing_and_leaves_the_store_clean(keyed) -> 
 
 
 # --------------------------------------------------------------------------- 5. the run lock
-
-
-@contextmanager
-def holding_lock(checkout: Path) -> Iterator[None]:
-    """Hold the checkout's run lock as another flagtasks run would."""
-    state = checkout / ".flagtasks"
-    state.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
 
 
 READERS = {
