@@ -143,6 +143,11 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree:
     meta = store.read_meta(job.meta)
     if meta and meta.get("invalid"):
         raise OperationError(f"{job.meta} is not valid metadata: regenerate the adaptation")
+    if meta and not store.is_full_base(meta.get("base"), job.base8):
+        raise OperationError(
+            f"{job.meta}: base is not the 40 hex digits of a commit starting with {job.base8}; "
+            "regenerate the adaptation"
+        )
     if job.encrypted and key is None:
         recipients = crypto.header_recipients(job.patch.read_bytes(), name=str(job.patch))
         shown = f"{len(recipients)} recipient(s)" if recipients else "legacy format"

@@ -96,6 +96,38 @@ def find_root(start: Path) -> Path:
     return top
 
 
+STATE_DB = "doit-state.sqlite3"
+
+
+def trusted_state(root: Path) -> Path:
+    """The state folder decides what is up to date and what gets encrypted: trusted only
+    when it is a real folder that git does not track (a pull request can commit files),
+    and its dependency file, when there, is a database (doit would show a traceback)."""
+    state = root / STATE_DIR
+    if state.is_symlink():
+        raise UsageError(f"{state} is a symbolic link: remove it (flagtasks makes the folder)")
+    if git.work_tree_top(root) is not None:
+        tracked = git.tracked_under(root, STATE_DIR)
+        if tracked:
+            raise UsageError(
+                f"{state} is tracked by git ({tracked[0]}): flagtasks' state must not come "
+                f"from the repository; git rm -r --cached {STATE_DIR} and commit"
+            )
+    db = state / STATE_DB
+    try:
+        with db.open("rb") as handle:
+            head = handle.read(16)
+    except FileNotFoundError:
+        return state
+    except OSError:
+        head = b""
+    if head and head != b"SQLite format 3\x00":
+        raise UsageError(
+            f"{db} is not a doit state database: delete it (the next run redoes what is stale)"
+        )
+    return state
+
+
 def _is_ours(path: Path) -> bool:
     """A config.toml of flagtasks (other tools use the name too): only our tables in it."""
     try:

@@ -446,6 +446,12 @@ def listed_files(repo: Path) -> list[str]:
     return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
+def tracked_under(repo: Path, folder: str) -> list[str]:
+    """Tracked files under `folder` of a work tree (a few at most)."""
+    out = run(repo, "ls-files", "-z", "--", f":(literal){folder}")
+    return [p for p in out.decode("utf-8", "replace").split("\0") if p][:3]
+
+
 def subject(repo: Path, rev: str) -> str:
     return text(repo, "log", "-1", "--format=%s", rev, "--")
 

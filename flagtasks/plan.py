@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import FORMAT_VERSION, git, store
+from . import config as config_mod
 from .config import Config
 from .errors import UsageError
 from .names import is_base8
@@ -143,6 +144,7 @@ def make(config: Config, build_root: Path | None = None, force: bool = False) ->
             f"upstream.repo {config.repo} is not a git repository: set [upstream] repo in "
             f"{config.source or 'config.toml'} or run from the root of an upstream checkout"
         )
+    config_mod.trusted_state(config.root)
     found = store.scan(config.hardware)
     wanted: list[str] = []
     for vendor in config.vendors.values():
@@ -182,9 +184,10 @@ def make(config: Config, build_root: Path | None = None, force: bool = False) ->
 
 
 def _meta_base(adaptation: store.Adaptation) -> str | None:
+    """The full base SHA the metadata records: data, never a rev expression, so only 40 hex
+    digits that start with the folder's BASE8 count (verify reports anything else)."""
     base = (adaptation.meta or {}).get("base")
-    ok = isinstance(base, str) and len(base) == 40 and base.startswith(adaptation.base8)
-    return base if ok else None
+    return base if store.is_full_base(base, adaptation.base8) else None
 
 
 def _vendor_job(config: Config, shas: dict[str, str | None], device: str) -> VendorJob:

@@ -58,6 +58,16 @@ def meta_path(hardware: Path, device: str, base8: str) -> Path:
     return hardware / device / base8 / META
 
 
+def is_full_base(value: object, base8: str) -> bool:
+    """A metadata base is 40 lowercase hex digits starting with its folder's BASE8."""
+    return (
+        isinstance(value, str)
+        and len(value) == 40
+        and all(c in "0123456789abcdef" for c in value)
+        and value.startswith(base8)
+    )
+
+
 def read_meta(path: Path) -> dict | None:
     """The metadata dict, or None when absent (stores written by FlagScale's own tool)."""
     try:

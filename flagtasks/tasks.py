@@ -30,7 +30,7 @@ __all__ = [  # noqa: F822 - DOIT_CONFIG comes from __getattr__ on purpose
 ]
 
 _DOIT_CONFIG = {
-    "dep_file": f"{STATE_DIR}/doit-state.sqlite3",
+    "dep_file": f"{STATE_DIR}/{config_mod.STATE_DB}",
     "backend": "sqlite3",
     "default_tasks": ["format_patch", "encrypt", "verify", "unpatch"],
     "continue": True,  # report every failing device, not only the first
@@ -41,8 +41,10 @@ Task = dict[str, Any]
 
 
 def doit_config() -> dict[str, Any]:
-    """doit's settings; the state folder is made only when doit is about to use it."""
-    (Path.cwd() / STATE_DIR).mkdir(mode=0o700, exist_ok=True)
+    """doit's settings; the state folder is made only when doit is about to use it, and
+    never through a symbolic link."""
+    with errors.boundary():
+        config_mod.trusted_state(Path.cwd()).mkdir(mode=0o700, exist_ok=True)
     return _DOIT_CONFIG
 
 

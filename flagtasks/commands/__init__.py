@@ -19,7 +19,7 @@ def load_config() -> config.Config:
 
 def take_lock(cfg: config.Config) -> None:
     """Commands that change things hold the checkout's run lock; readers never wait."""
-    lock.acquire(cfg.state_dir)
+    lock.acquire(config.trusted_state(cfg.root))
     errors.exit_cleanly_on_sigterm()
 
 
