@@ -6,6 +6,7 @@ config.toml the defaults of the contract apply (repo ".", store "hardware", buil
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,7 @@ def find_root(start: Path) -> Path:
 STATE_DB = "doit-state.sqlite3"
 
 
+@functools.cache
 def trusted_state(root: Path) -> Path:
     """The state folder decides what is up to date and what gets encrypted: trusted only
     when it is a real folder that git does not track (a pull request can commit files),
