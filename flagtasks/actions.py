@@ -120,12 +120,17 @@ def _authenticity(job: StoredJob, meta: dict, plaintext: bytes) -> str:
                 "adaptation, or restore both files from the vendor"
             )
         return ""
-    if job.encrypted and crypto.is_legacy(job.patch.read_bytes()[: len(crypto.MAGIC)]):
+    if job.encrypted and crypto.is_legacy(_head(job.patch, len(crypto.MAGIC))):
         return (
             f"note: {job.patch} is in FlagScale's legacy encrypted format, which carries no "
             "authentication, and has no metadata to check it against\n"
         )
     return ""
+
+
+def _head(path: Path, size: int) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(size)
 
 
 def _require_base(repo: Path, job: StoredJob) -> None:

@@ -219,27 +219,24 @@ def hetero_file(hardware: Path) -> Path | None:
     return None
 
 
-def read_hetero(hardware: Path) -> list[Combo]:
-    """The combos of hardware/hetero.txt (the file flagtasks writes)."""
-    return _read_combos(hardware / HETERO)
-
-
 def read_hetero_any(hardware: Path) -> list[Combo]:
     """The combos in force: hardware/hetero.txt, else the legacy file of FlagScale's tool."""
     path = hetero_file(hardware)
-    return _read_combos(path) if path else []
+    return parse_hetero(_hetero_text(path), str(path)) if path else []
 
 
-def _read_combos(path: Path) -> list[Combo]:
+def _hetero_text(path: Path) -> str:
+    """A hetero.txt's text ('' when absent); a link, a non-file or non-UTF-8 is bad input."""
     if path.is_symlink():
         raise UsageError(f"{path} is a symbolic link: replace it with the file itself")
     try:
-        text = read_small(path, MAX_HETERO)
+        return read_small(path, MAX_HETERO)
     except FileNotFoundError:
-        return []
+        return ""
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text; fix or remove the file") from None
-    return parse_hetero(text, str(path))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror}); fix or remove it") from None
 
 
 MAX_HETERO = 1 << 20
@@ -286,12 +283,7 @@ def write_combo(hardware: Path, base8: str, devices: tuple[str, ...]) -> bool:
     FlagScale's tool seeds it, so its combos carry over (repeated lines once)."""
     path = hardware / HETERO
     source = hetero_file(hardware) or path
-    try:
-        text = read_small(source, MAX_HETERO) if not source.is_symlink() else ""
-    except FileNotFoundError:
-        text = ""
-    if source.is_symlink():
-        raise UsageError(f"{source} is a symbolic link: replace it with the file itself")
+    text = _hetero_text(source)
     parse_hetero(text, str(source))
     if source != path:
         text = "".join(f"{line}\n" for line in dict.fromkeys(text.splitlines()))
