@@ -13,6 +13,7 @@ import contextlib
 import functools
 import io
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -44,10 +45,25 @@ def reported(func: Callable[..., str | None]) -> Callable[..., Any]:
                 traceback.print_exc()
             return TaskError(errors.internal(exc))
         if message:
-            print(message)
+            try:
+                say(message)
+            except Exception as exc:  # what went wrong is the output, not the work
+                return TaskError(errors.internal(exc))
         return True
 
     return wrapper
+
+
+_OUTPUT = threading.Lock()
+
+
+def say(message: str) -> None:
+    """Print a task's report, one whole report at a time: under `doit -P thread` tasks
+    finish together, and interleaved writes to one stream garble lines (and have crashed
+    CPython 3.11 in doit's traceback formatting when a write raised)."""
+    with _OUTPUT:
+        sys.stdout.write(f"{message}\n")
+        sys.stdout.flush()
 
 
 def _group_echo(task: Any, fail: BaseFail) -> bool:
