@@ -128,6 +128,14 @@ def _authenticity(job: StoredJob, meta: dict, plaintext: bytes) -> str:
     return ""
 
 
+def _recorded_tree(job: StoredJob, meta: dict) -> str | None:
+    """The tree id the metadata says the patch gives: data, so 40 hex digits or an error."""
+    tree = meta.get("tree")
+    if tree is None or store.is_full_base(tree, ""):
+        return tree
+    raise OperationError(f"{job.meta}: tree is not a 40-hex tree id; regenerate the adaptation")
+
+
 def _head(path: Path, size: int) -> bytes:
     with path.open("rb") as handle:
         return handle.read(size)
@@ -172,7 +180,7 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree:
             f"{job.patch}: {exc.message}; regenerate it against base {job.base8} or rebase "
             "the vendor branch onto it"
         ) from None
-    expected = current_tree or (meta or {}).get("tree")
+    expected = current_tree or _recorded_tree(job, meta or {})
     if expected and tree != expected:
         raise OperationError(
             f"{job.patch} applied to {job.base8} gives tree {tree[:12]}, expected {expected[:12]} "
@@ -221,7 +229,7 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
         base8=stored.base8,
         digest=job.digest,
         content=plan.content_id(stored),
-        expect_tree=meta.get("tree") if not meta.get("invalid") else None,
+        expect_tree=_recorded_tree(stored, meta) if not meta.get("invalid") else None,
     )
     return note + build.build(spec, plaintext, force=force)
 

@@ -59,7 +59,8 @@ def meta_path(hardware: Path, device: str, base8: str) -> Path:
 
 
 def is_full_base(value: object, base8: str) -> bool:
-    """A metadata base is 40 lowercase hex digits starting with its folder's BASE8."""
+    """A metadata object id (a base, a tree) is 40 lowercase hex digits starting with
+    `base8` (the folder's BASE8 for a base, "" for a tree)."""
     return (
         isinstance(value, str)
         and len(value) == 40

@@ -64,3 +64,16 @@ def test_state_folder_symlink_is_refused_and_nothing_lands_outside(
         assert run.returncode == 2, run
         assert "symbolic link" in run.stderr, run.stderr
     assert list(outside.iterdir()) == []
+
+
+def test_non_string_tree_in_metadata_is_that_adaptations_error(stored: Path) -> None:
+    meta_file = _meta(stored, A, V10_8)
+    meta = json.loads(meta_file.read_text())
+    meta["tree"] = 12345
+    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    run = flagtasks(stored, "verify")
+    assert run.returncode == 1, run
+    assert f"verify:{A}: " in run.stderr and "tree" in run.stderr, run.stderr
+    assert "internal error" not in run.stderr, run.stderr
+    others = [line for line in run.stderr.splitlines() if "verify:" in line and A not in line]
+    assert others == [], run.stderr  # the other devices still pass
