@@ -6,9 +6,22 @@ line each (exit 1 failed, 2 bad input); what it returns is its report.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from . import FORMAT_VERSION, __version__, build, crypto, errors, git, lock, patches, plan, store
+from . import (
+    FORMAT_VERSION,
+    __version__,
+    build,
+    crypto,
+    errors,
+    files,
+    git,
+    lock,
+    patches,
+    plan,
+    store,
+)
 from .engine import reported
 from .errors import FlagtasksError, OperationError, UsageError
 from .plan import BuildJob, StoredJob, VendorJob
@@ -52,7 +65,7 @@ def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) ->
     Nothing is rewritten when the content is unchanged, so re-runs and fresh clones leave
     `git status` clean.
     """
-    store.sweep_temp(hardware / job.device / job.base8)
+    store.sweep_temp(store.base_folder(hardware, job.device, job.base8))
     made = patches.make(repo, job.base, job.current, job.mode)
     note = f"{made.note}\n" if made.note else ""
     digest = store.sha256(made.data)
@@ -103,18 +116,53 @@ def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
     return f"{said}wrote {where} (encrypted for {len(recipients)} recipient(s))"
 
 
+def read_stored(path: Path) -> bytes:
+    """A stored patch's bytes: a link, a FIFO or a huge file there is that adaptation's
+    error (exit 1), so the other devices are still checked and built."""
+    try:
+        return files.read_bytes(path, files.MAX_PATCH)
+    except UsageError as exc:
+        raise OperationError(exc.message) from None
+    except OSError as exc:
+        raise OperationError(f"{path}: cannot be read ({exc.strerror}); restore it") from None
+
+
 def read_plaintext(job: StoredJob, key: Path | None) -> bytes:
     """The plaintext mbox of a stored adaptation, decrypting with `key` when needed."""
-    return crypto.plaintext_of(job.patch, job.encrypted, key, job.device)
+    data = read_stored(job.patch)
+    if not job.encrypted:
+        return data
+    return crypto.decrypt(data, crypto.load_private_key(_need_key(job, key)), name=str(job.patch))
 
 
-def _authenticity(job: StoredJob, meta: dict, plaintext: bytes) -> str:
+def _need_key(job: StoredJob, key: Path | None) -> Path:
+    if key is None:
+        raise UsageError(
+            f'{job.patch} is encrypted: give its key folder ([keys] {job.device} = "..." in '
+            "config.toml, or --key-path)"
+        )
+    return key
+
+
+def check_key(job: StoredJob, key: Path | None) -> None:
+    """Refuse a key that cannot open an encrypted adaptation, reading only its header."""
+    private_key = crypto.load_private_key(_need_key(job, key))
+    try:
+        with files.open_regular(job.patch, files.MAX_PATCH) as source:
+            crypto.check_key(source, private_key, name=str(job.patch))
+    except UsageError as exc:
+        raise OperationError(exc.message) from None
+    except OSError as exc:
+        raise OperationError(f"{job.patch}: cannot be read ({exc.strerror})") from None
+
+
+def _authenticity(job: StoredJob, meta: dict, digest: str) -> str:
     """Check the plaintext against the sha256 its metadata records; FlagScale's legacy
     encrypted format carries no authentication, so without metadata say it cannot be
     checked. Returns the note to print ('' when there is nothing to say)."""
     recorded = meta.get("patch_sha256") if not meta.get("invalid") else None
     if isinstance(recorded, str):
-        if recorded != store.sha256(plaintext):
+        if recorded != digest:
             raise OperationError(
                 f"{job.patch} does not match {job.meta.name} (sha256 differs): regenerate the "
                 "adaptation, or restore both files from the vendor"
@@ -137,6 +185,7 @@ def _recorded_tree(job: StoredJob, meta: dict) -> str | None:
 
 
 def _head(path: Path, size: int) -> bytes:
+    """The first bytes of a stored patch that `read_stored` already accepted."""
     with path.open("rb") as handle:
         return handle.read(size)
 
@@ -150,19 +199,28 @@ def _require_base(repo: Path, job: StoredJob) -> None:
         )
 
 
-def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree: str | None) -> str:
-    """Verify one stored adaptation; returns a one-line result or raises OperationError."""
-    _require_base(repo, job)
+def checked_meta(job: StoredJob) -> dict:
+    """The adaptation's metadata ({} when it has none, as in FlagScale's own stores), or
+    that adaptation's error when it is there but unusable: verify and unpatch alike."""
     meta = store.read_meta(job.meta)
-    if meta and meta.get("invalid"):
+    if meta is None:
+        return {}
+    if meta.get("invalid"):
         raise OperationError(f"{job.meta} is not valid metadata: regenerate the adaptation")
-    if meta and not store.is_full_base(meta.get("base"), job.base8):
+    if not store.is_full_base(meta.get("base"), job.base8):
         raise OperationError(
             f"{job.meta}: base is not the 40 hex digits of a commit starting with {job.base8}; "
             "regenerate the adaptation"
         )
+    return meta
+
+
+def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree: str | None) -> str:
+    """Verify one stored adaptation; returns a one-line result or raises OperationError."""
+    _require_base(repo, job)
+    meta = checked_meta(job)
     if job.encrypted and key is None:
-        recipients = crypto.header_recipients(job.patch.read_bytes(), name=str(job.patch))
+        recipients = crypto.header_recipients(read_stored(job.patch), name=str(job.patch))
         shown = f"{len(recipients)} recipient(s)" if recipients else "legacy format"
         return f"{job.patch}: header ok ({shown}); content check skipped: no key"
     plaintext = read_plaintext(job, key)
@@ -171,7 +229,7 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree:
             f"{job.meta} does not match {job.patch.name} (sha256 differs): regenerate the "
             "adaptation with format_patch"
         )
-    note = _authenticity(job, meta or {}, plaintext)
+    note = _authenticity(job, meta or {}, store.sha256(plaintext))
     assert job.base is not None  # _require_base
     try:
         tree = patches.apply_tree(repo, job.base, plaintext)
@@ -217,9 +275,7 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
     """Build the device's tree from its selected adaptation."""
     stored = job.stored
     _require_base(repo, stored)
-    plaintext = read_plaintext(stored, job.key)
-    meta = store.read_meta(stored.meta) or {}
-    note = _authenticity(stored, meta, plaintext)
+    meta = checked_meta(stored)
     assert stored.base is not None  # _require_base
     spec = build.Spec(
         repo=repo,
@@ -229,9 +285,41 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
         base8=stored.base8,
         digest=job.digest,
         content=plan.content_id(stored),
-        expect_tree=_recorded_tree(stored, meta) if not meta.get("invalid") else None,
+        expect_tree=_recorded_tree(stored, meta),
     )
-    return note + build.build(spec, plaintext, force=force)
+    notes: list[str] = []
+
+    def fill(patch_file: Path) -> None:
+        notes.append(write_checked_plaintext(stored, job.key, meta, patch_file))
+
+    report = build.build(spec, fill, force=force)
+    return "".join(notes) + report
+
+
+def write_checked_plaintext(job: StoredJob, key: Path | None, meta: dict, path: Path) -> str:
+    """Write the adaptation's plaintext to the new owner-only file `path` (streamed when it is
+    stored plain) and check it as verify does: its sha256 against the metadata, and bodies
+    git am would decode. Returns the note to print ('' when there is nothing to say)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        private_key = crypto.load_private_key(_need_key(job, key)) if job.encrypted else None
+        try:
+            if private_key is None:
+                digest = files.copy_hashed(job.patch, out)
+            else:
+                with files.open_regular(job.patch, files.MAX_PATCH) as source:
+                    size = os.fstat(source.fileno()).st_size
+                    digest = crypto.decrypt_stream(
+                        source, size, out, private_key, name=str(job.patch)
+                    )
+        except UsageError as exc:
+            raise OperationError(exc.message) from None
+        except OSError as exc:
+            raise OperationError(f"{job.patch}: cannot be read ({exc.strerror})") from None
+    note = _authenticity(job, meta, digest)
+    with path.open("rb") as handle:
+        patches.check_bodies(handle)
+    return note
 
 
 def clean_tree(state_dir: Path, repo: Path, dest: Path) -> None:

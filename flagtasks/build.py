@@ -16,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import git
+from . import git, lock
 from .config import BUILD_MARKER
 from .errors import GitError, OperationError, UsageError
 
@@ -91,13 +92,36 @@ def lost_work(dest: Path, repo: Path) -> list[str]:
             losses.append("a stash")
         elif expected.get(ref) != sha:
             losses.append(f"commits on {ref.removeprefix('refs/heads/')}")
+    head = git.detached_head(dest)
+    if head is not None and head not in (found.get("head"), found.get("base")):
+        losses.append(f"commits on a detached HEAD ({head[:12]})")
+    worktrees = dest / ".git" / "worktrees"
+    if worktrees.is_dir() and any(worktrees.iterdir()):
+        losses.append("linked worktrees (git worktree list)")
     return losses
 
 
-def build(spec: Spec, mbox: bytes, force: bool = False) -> str:
-    """Build `spec.dest` from base + `mbox`; return a one-line report of what was done."""
+def build(spec: Spec, fill: Callable[[Path], None], force: bool = False) -> str:
+    """Build `spec.dest` from base + the patch `fill` writes (to a new owner-only file inside
+    the new tree's .git); return a one-line report of what was done."""
     parent = spec.dest.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    refuse_links(spec.dest)
+    with lock.folder_held(parent):  # two checkouts may share one --dir
+        return _build_locked(spec, fill, force)
+
+
+def refuse_links(dest: Path) -> None:
+    """The build folder may be inside the checkout, where a pull request can commit
+    symbolic links: a tree, its device folder or the trash is never reached through one."""
+    for path in (dest.parent, dest, _trash(dest)):
+        if path.is_symlink():
+            raise UsageError(
+                f"{path} is a symbolic link: remove it (flagtasks makes its build folders)"
+            )
+
+
+def _build_locked(spec: Spec, fill: Callable[[Path], None], force: bool) -> str:
+    parent = spec.dest.parent
     _sweep(parent, spec.dest.name)
     losses = lost_work(spec.dest, spec.repo)
     if losses and not force:
@@ -107,7 +131,7 @@ def build(spec: Spec, mbox: bytes, force: bool = False) -> str:
         )
     new = Path(tempfile.mkdtemp(prefix=f".{spec.dest.name}.new-", dir=parent))
     try:
-        head = _fill(spec, new, mbox)
+        head = _fill(spec, new, fill)
         kept = _swap(new, spec.dest, keep_old=bool(losses))
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
@@ -117,17 +141,15 @@ def build(spec: Spec, mbox: bytes, force: bool = False) -> str:
     return report + (f"; your old tree is kept at {kept}" if kept else "")
 
 
-def _fill(spec: Spec, new: Path, mbox: bytes) -> str:
+def _fill(spec: Spec, new: Path, fill: Callable[[Path], None]) -> str:
     git.init_shared(new, git.objects_dir_cached(spec.repo), spec.branch)
     git.checkout_new(new, spec.branch, spec.base)
     git.tag(new, BASE_TAG, spec.base)
     private = new / ".git" / "flagtasks"
     private.mkdir(mode=0o700)
     patch_file = private / "adaptation.patch"
-    fd = os.open(patch_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(mbox)
     try:
+        fill(patch_file)
         git.am(new, patch_file)
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -179,6 +201,8 @@ def _discard(folder: Path, trash: Path) -> None:
     and remove it from a detached process. Whatever a killed deleter leaves, `_sweep` takes.
     """
     try:
+        if trash.is_symlink():
+            raise OSError("the trash is a symbolic link")
         trash.mkdir(exist_ok=True)
         target = Path(tempfile.mkdtemp(dir=trash))
         os.rename(folder, target / "tree")
@@ -199,7 +223,9 @@ def _discard(folder: Path, trash: Path) -> None:
 
 
 def _empty_trash(trash: Path) -> None:
-    for leftover in trash.glob("*") if trash.is_dir() else ():
+    if trash.is_symlink() or not trash.is_dir():
+        return
+    for leftover in trash.iterdir():
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -215,11 +241,18 @@ def _sweep(parent: Path, name: str) -> None:
 # ---- `unpatch` without --dir: the user's own checkout on a branch holding the adaptation
 
 
-def switch_checkout(repo: Path, device: str, base: str, mbox: bytes) -> str:
-    """Switch a clean checkout (tracked files) to `flagtasks/<DEV>/<BASE8>` = base + mbox.
+JOURNAL = "flagtasks-switch.json"
+"""In the checkout's git folder while `switch_checkout` runs: where to go back to when the
+run is killed (SIGKILL, power loss), read by `recover_switch` at the next unpatch."""
 
-    Untracked files stay, and a switch that would overwrite one stops. On any failure the
-    checkout is put back where it was.
+
+def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str:
+    """Switch a clean checkout (tracked files) to `flagtasks/<DEV>/<BASE8>` = base + the
+    patch in `patch_file`.
+
+    Untracked and ignored files stay: a switch that would overwrite one stops before it
+    starts (git itself overwrites ignored files). On any failure or interrupt the checkout
+    is put back where it was; `git am`'s copy of the patch is owner-only.
     """
     branch = f"flagtasks/{device}/{base[:8]}"
     changes = git.tracked_changes(repo)
@@ -230,28 +263,108 @@ def switch_checkout(repo: Path, device: str, base: str, mbox: bytes) -> str:
         )
     if git.branch_exists(repo, branch):
         raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
+    in_the_way = [p for p in git.added_between(repo, "HEAD", base) if os.path.lexists(repo / p)]
+    if in_the_way:
+        raise OperationError(
+            f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
+            f"are tracked in base {base[:8]} and would be overwritten: move them away, or "
+            "use --dir build"
+        )
     before = git.current_ref(repo)
+    journal = git.git_dir(repo) / JOURNAL
+    store_json(journal, {"before": before, "branch": branch, "base": base})
+    try:
+        _switch_and_apply(repo, branch, base, patch_file, before)
+    finally:
+        journal.unlink(missing_ok=True)
+    return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+
+
+def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, before: str) -> None:
     try:
         git.switch_new(repo, branch, base)
     except GitError as exc:
         raise OperationError(f"cannot switch to {branch}: {exc.stderr.strip()[:300]}") from None
-    with tempfile.TemporaryDirectory(prefix="flagtasks-") as tmp:
-        patch_file = Path(tmp) / "adaptation.patch"
-        fd = os.open(patch_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(mbox)
+    try:
+        old_umask = os.umask(0o077)  # git am's copy in .git/rebase-apply: owner-only
         try:
             git.am(repo, patch_file)
-        except OperationError:
-            git.am_abort(repo)
-            git.switch_back(repo, before)
-            git.delete_branch(repo, branch)
-            raise
-    return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+        finally:
+            os.umask(old_umask)
+    except BaseException:
+        _undo_switch(repo, branch, before)
+        raise
+
+
+def _undo_switch(repo: Path, branch: str, before: str) -> None:
+    git.am_abort(repo)
+    git.switch_back(repo, before)
+    with contextlib.suppress(GitError):
+        git.delete_branch(repo, branch)
+
+
+def recover_switch(repo: Path) -> str | None:
+    """After a killed in-place unpatch: put the checkout back where it was, or keep the
+    finished branch; returns what was done, None when nothing was interrupted.
+
+    The journal exists only while flagtasks holds the checkout's lock and the checkout was
+    clean when it was written, so whatever differs from it now is the killed run's."""
+    gitdir = git.git_dir(repo)
+    journal = gitdir / JOURNAL
+    try:
+        data = json.loads(journal.read_text(encoding="utf-8"))
+        before, branch, base = (data[k] for k in ("before", "branch", "base"))
+    except (OSError, ValueError, KeyError, TypeError):
+        data, before = None, None
+    if not (data and all(isinstance(v, str) for v in (before, branch, base))):
+        journal.unlink(missing_ok=True)
+        return None
+    stale_lock = gitdir / "index.lock"  # the killed git was writing the index
+    torn = stale_lock.exists()
+    stale_lock.unlink(missing_ok=True)
+    said = _recover(repo, gitdir, (before, branch, base), torn)
+    journal.unlink(missing_ok=True)
+    return said
+
+
+def _recover(repo: Path, gitdir: Path, switch: tuple[str, str, str], torn: bool) -> str | None:
+    before, branch, base = switch
+    undone = f"an interrupted unpatch was undone: {repo} is back on {before}"
+    if git.current_ref(repo) == branch:
+        if (gitdir / "rebase-apply").exists() or git.head(repo) == base:
+            _undo_switch(repo, branch, before)
+            return undone
+        return f"an interrupted unpatch had finished: {repo} is on {branch}"
+    if git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):
+        return None  # the switch never started (or the user has moved on)
+    git.reset_hard(repo)
+    for path in git.added_between(repo, "HEAD", base):
+        if os.path.lexists(repo / path) and not git.is_tracked(repo, path):
+            (repo / path).unlink()
+    with contextlib.suppress(GitError):
+        git.delete_branch(repo, branch)
+    return undone
+
+
+def store_json(path: Path, data: dict) -> None:
+    """Write a small owner-only JSON file of ours, replacing it whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    os.replace(tmp, path)
 
 
 def remove(dest: Path, repo: Path) -> str:
     """`doit clean`: delete a build tree unless it holds the user's work."""
+    refuse_links(dest)
+    if not dest.parent.is_dir():
+        return f"nothing to remove at {dest}"
+    with lock.folder_held(dest.parent):
+        return _remove_locked(dest, repo)
+
+
+def _remove_locked(dest: Path, repo: Path) -> str:
     losses = lost_work(dest, repo)
     if losses:
         return f"kept {dest}: it holds your work ({'; '.join(losses)})"

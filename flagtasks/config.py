@@ -7,12 +7,13 @@ config.toml the defaults of the contract apply (repo ".", store "hardware", buil
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import git
+from . import files, git
 from .errors import UsageError
 from .names import check_device, check_rev
 
@@ -133,8 +134,8 @@ def trusted_state(root: Path) -> Path:
 def _is_ours(path: Path) -> bool:
     """A config.toml of flagtasks (other tools use the name too): only our tables in it."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = tomllib.loads(files.read_text(path))
+    except (OSError, ValueError, RecursionError, UsageError):
         return path.is_file()  # ours or not, `load` names the file and what is wrong
     return bool(data) and set(data) <= _SECTIONS
 
@@ -143,12 +144,16 @@ def load(root: Path) -> Config:
     """Load `root/config.toml`, or the defaults when there is none."""
     root = root.resolve()
     path = root / CONFIG_NAME
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return _build(root, {}, None)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(files.read_text(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a configuration; fix it") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror}); fix or remove it") from None
     return _build(root, data, path)
 
 
@@ -158,16 +163,19 @@ def _build(root: Path, data: dict[str, Any], source: Path | None) -> Config:
     upstream = _table(where, "upstream", data.get("upstream", {}))
     _no_unknown(where, "upstream.", upstream, _UPSTREAM_KEYS)
     repo = _inside(where, root, "upstream.repo", _string(where, "upstream.repo", upstream, "."))
-    hardware = _inside(
-        where, root, "upstream.hardware", _string(where, "upstream.hardware", upstream, "hardware")
-    )
-    build = _inside(
-        where, root, "upstream.build", _string(where, "upstream.build", upstream, "build")
-    )
+    hardware_value = _string(where, "upstream.hardware", upstream, "hardware")
+    no_links(root, Path(hardware_value), f"{where}: upstream.hardware")
+    hardware = _inside(where, root, "upstream.hardware", hardware_value)
+    build_value = _string(where, "upstream.build", upstream, "build")
     default_name = repo.name[:-4] if repo.name.endswith(".git") else repo.name
     name = _string(where, "upstream.name", upstream, default_name)
-    if not name or "/" in name or name in (".", "..") or name.startswith("."):
-        raise UsageError(f"{where}: upstream.name {name!r} must be a plain folder name")
+    if not _plain_name(name):
+        raise UsageError(
+            f"{where}: upstream.name {name[:60]!r} must be a plain folder name "
+            "(no '/', no control characters, not starting with '.'), e.g. FlagScale"
+        )
+    build = build_folder(root, hardware, Path(build_value), f"{where}: upstream.build")
+    _inside(where, root, "upstream.build", build_value)
 
     vendors = {}
     for dev, section in _table(where, "vendor", data.get("vendor", {})).items():
@@ -230,6 +238,51 @@ def _vendor(where: str, root: Path, dev: str, section: Any) -> Vendor:
         key=_key_path(where, root, f"vendor.{dev}.key", key) if key else None,
         recipients=tuple((root / r).resolve() for r in recipients),
     )
+
+
+def _plain_name(name: str) -> bool:
+    return (
+        0 < len(name) <= 200
+        and name.isprintable()
+        and not any(c in name for c in "/\\")
+        and not name.startswith(".")
+    )
+
+
+_SYSTEM = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def no_links(root: Path, value: Path, what: str) -> None:
+    """A project folder inside the checkout is never reached through a symbolic link: a
+    pull request can commit one pointing anywhere (outside, or into .git)."""
+    lexical = Path(os.path.normpath(root / value))
+    if not lexical.is_relative_to(root):
+        return
+    for part in (lexical, *lexical.parents):
+        if part == root:
+            return
+        if part.is_symlink():
+            raise UsageError(
+                f"{what} {str(value)[:200]}: {part} is a symbolic link in the checkout; "
+                "replace it with a real folder"
+            )
+
+
+def build_folder(root: Path, hardware: Path, build: Path, what: str) -> Path:
+    """Check a folder for build trees (`[upstream] build` or `--dir`): never inside a
+    `.git` folder, the store, the state folder or the system's pseudo-filesystems, and a
+    folder when it exists; symbolic links below it are refused when building."""
+    shown = str(build)[:200]
+    no_links(root, build, what)
+    resolved = (root / build).resolve()
+    if ".git" in resolved.parts or any(p == resolved or p in resolved.parents for p in _SYSTEM):
+        raise UsageError(f"{what} {shown} is inside .git or a system folder; use e.g. build")
+    for inside, name in ((hardware, "the store"), (root / STATE_DIR, "the state folder")):
+        if resolved == inside or inside in resolved.parents:
+            raise UsageError(f"{what} {shown} is inside {name} {inside}; use e.g. build")
+    if resolved.exists() and not resolved.is_dir():
+        raise UsageError(f"{what} {shown} is not a folder; give a folder for the build trees")
+    return resolved
 
 
 def _device(where: str, key: str, dev: str) -> None:

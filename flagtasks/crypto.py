@@ -43,10 +43,13 @@ import hashlib
 import json
 import os
 import re
+import shlex
+import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import files
 from .errors import OperationError, UsageError
 
 PRIVATE_KEY = "private_key.pem"
@@ -75,6 +79,8 @@ _TAG_BYTES = 16
 _IV_BYTES = 16
 _BLOCK_BYTES = 16
 _PRIVATE_MARKER = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Key-File-\d+:")
+_MAX_PRIVATE_KEY = 1 << 20
+"""A private key file is a few kilobytes; a megabyte is not a key."""
 
 
 def _oaep() -> padding.OAEP:
@@ -185,7 +191,7 @@ def load_private_key(key_dir: Path) -> rsa.RSAPrivateKey:
         raise UsageError(f"key path {key_dir} is not a folder: {hint}")
     if not path.is_file():
         raise UsageError(f"{path} not found: {hint}")
-    data = _read_key_file(path)
+    data = _read_private_key_file(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -197,6 +203,35 @@ def load_private_key(key_dir: Path) -> rsa.RSAPrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise UsageError(f"{path} is not an RSA private key: {hint}")
     return key
+
+
+def _read_private_key_file(path: Path) -> bytes:
+    """The bytes of a private key file, refused unread when anyone but its owner may read or
+    change it (mode & 0o077, as ssh refuses such keys): a key others can read is already
+    another user's, and using it silently would hide that. The mode is taken from the open
+    file, so the file checked is the file read."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}; check its owner and mode") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{path} is not a regular file: give the folder holding the key file")
+        mode = stat.S_IMODE(info.st_mode)
+        if os.name == "posix" and mode & 0o077:
+            raise UsageError(
+                f"{path} can be read or changed by other users (mode {mode:04o}); a private key "
+                f"must be owner-only: chmod 600 {shlex.quote(str(path))}"
+            )
+        try:
+            data = handle.read(_MAX_PRIVATE_KEY + 1)
+        except OSError as err:
+            raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    if len(data) > _MAX_PRIVATE_KEY:
+        raise UsageError(f"{path} is larger than {_MAX_PRIVATE_KEY} bytes: not a private key")
+    return data
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -292,21 +327,28 @@ class _Envelope:
 
 def _parse(blob: bytes, name: str) -> _Envelope:
     """Split a flagtasks blob, refusing anything malformed before any key is used."""
+    prefix, nonce, wrapped = _parse_header(blob, len(blob), name)
+    return _Envelope(prefix=prefix, nonce=nonce, wrapped=wrapped, body=blob[len(prefix) :])
+
+
+def _parse_header(head: bytes, total: int, name: str) -> tuple[bytes, bytes, dict[str, bytes]]:
+    """(authenticated prefix, nonce, wrapped keys) from the first bytes `head` of a flagtasks
+    blob of `total` bytes; `head` must hold the whole header."""
     broken = f"{name} is damaged or truncated (bad flagtasks header): restore it from git"
-    if len(blob) < _PREFIX:
+    if len(head) < _PREFIX:
         raise OperationError(broken)
-    version = blob[len(MAGIC)]
+    version = head[len(MAGIC)]
     if version != VERSION:
         raise OperationError(
             f"{name} uses encryption format version {version}, this flagtasks reads "
             f"version {VERSION}: upgrade flagtasks or restore the file"
         )
-    (length,) = _LENGTH.unpack_from(blob, len(MAGIC) + 1)
+    (length,) = _LENGTH.unpack_from(head, len(MAGIC) + 1)
     end = _PREFIX + length
-    if length > _MAX_HEADER or len(blob) < end + _TAG_BYTES:
+    if length > _MAX_HEADER or len(head) < end or total < end + _TAG_BYTES:
         raise OperationError(broken)
     try:
-        header = json.loads(blob[_PREFIX:end].decode("utf-8"))
+        header = json.loads(head[_PREFIX:end].decode("utf-8"))
         if header["cipher"] != CIPHER:
             raise OperationError(f"{name} uses an unknown cipher; this flagtasks reads {CIPHER}")
         nonce = base64.b64decode(header["nonce"], validate=True)
@@ -321,7 +363,7 @@ def _parse(blob: bytes, name: str) -> _Envelope:
     fingerprints_ok = all(isinstance(fp, str) and fp.startswith("sha256:") for fp in wrapped)
     if len(nonce) != _NONCE_BYTES or not wrapped or not fingerprints_ok:
         raise OperationError(broken)
-    return _Envelope(prefix=blob[:end], nonce=nonce, wrapped=wrapped, body=blob[end:])
+    return head[:end], nonce, wrapped
 
 
 def header_recipients(blob: bytes, *, name: str = "encrypted patch") -> list[str]:
@@ -329,6 +371,31 @@ def header_recipients(blob: bytes, *, name: str = "encrypted patch") -> list[str
     if is_legacy(blob):
         return []
     return sorted(_parse(blob, name).wrapped)
+
+
+def _data_key(wrapped: dict[str, bytes], private_key: rsa.RSAPrivateKey, name: str) -> bytes:
+    """The data key wrapped for `private_key`, or the error saying why it cannot be had."""
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise UsageError("decryption needs an RSA private key")
+    own = fingerprint(private_key.public_key())
+    mine = wrapped.get(own)
+    if mine is None:
+        raise OperationError(
+            f"{name} is not encrypted for this key (fingerprint {own}; it has "
+            f"{len(wrapped)} other recipient(s)): ask the vendor to add your public "
+            "key as a recipient"
+        )
+    try:
+        data_key = private_key.decrypt(mine, _oaep())
+    except ValueError:
+        data_key = b""
+    if len(data_key) != _DATA_KEY_BYTES:
+        raise OperationError(_failed(name))
+    return data_key
+
+
+def _failed(name: str) -> str:
+    return f"{name} failed authentication: it is corrupted or was modified; restore it from git"
 
 
 def decrypt(blob: bytes, private_key: rsa.RSAPrivateKey, *, name: str = "encrypted patch") -> bytes:
@@ -341,35 +408,83 @@ def decrypt(blob: bytes, private_key: rsa.RSAPrivateKey, *, name: str = "encrypt
     if is_legacy(blob):
         return _decrypt_legacy(blob, private_key, name)
     envelope = _parse(blob, name)
-    own = fingerprint(private_key.public_key())
-    wrapped = envelope.wrapped.get(own)
-    if wrapped is None:
-        raise OperationError(
-            f"{name} is not encrypted for this key (fingerprint {own}; it has "
-            f"{len(envelope.wrapped)} other recipient(s)): ask the vendor to add your public "
-            "key as a recipient"
-        )
-    failed = f"{name} failed authentication: it is corrupted or was modified; restore it from git"
-    try:
-        data_key = private_key.decrypt(wrapped, _oaep())
-    except ValueError:
-        raise OperationError(failed) from None
-    if len(data_key) != _DATA_KEY_BYTES:
-        raise OperationError(failed)
+    data_key = _data_key(envelope.wrapped, private_key, name)
     try:
         return AESGCM(data_key).decrypt(envelope.nonce, envelope.body, envelope.prefix)
     except InvalidTag:
-        raise OperationError(failed) from None
+        raise OperationError(_failed(name)) from None
+
+
+def decrypt_stream(
+    source: BinaryIO, size: int, out: BinaryIO, private_key: rsa.RSAPrivateKey, *, name: str
+) -> str:
+    """Decrypt the `size` bytes of `source` into `out` in chunks; return the plaintext's
+    sha256. A build never holds a large patch in memory. What lands in `out` is trusted only
+    once this returns (GCM's tag is checked last): on an error the caller discards it.
+    FlagScale's legacy files (small, unauthenticated) are decrypted whole."""
+    head = source.read(_PREFIX + _MAX_HEADER)
+    if is_legacy(head):
+        plaintext = decrypt(head + source.read(), private_key, name=name)
+        out.write(plaintext)
+        return hashlib.sha256(plaintext).hexdigest()
+    prefix, nonce, wrapped = _parse_header(head, size, name)
+    data_key = _data_key(wrapped, private_key, name)
+    decryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).decryptor()
+    decryptor.authenticate_additional_data(prefix)
+    digest = hashlib.sha256()
+    pending = head[len(prefix) :]
+    remaining = size - len(head)
+    while True:
+        if len(pending) > _TAG_BYTES:
+            piece = decryptor.update(pending[:-_TAG_BYTES])
+            digest.update(piece)
+            out.write(piece)
+            pending = pending[-_TAG_BYTES:]
+        if remaining <= 0:
+            break
+        chunk = source.read(min(_CHUNK, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+        pending += chunk
+    if len(pending) != _TAG_BYTES or source.read(1):
+        raise OperationError(_failed(name))
+    try:
+        decryptor.finalize_with_tag(pending)
+    except InvalidTag:
+        raise OperationError(_failed(name)) from None
+    return digest.hexdigest()
+
+
+_CHUNK = 1 << 20
+
+
+def check_key(source: BinaryIO, private_key: rsa.RSAPrivateKey, *, name: str) -> None:
+    """Refuse a key that cannot open an encrypted file, reading only its header (the body
+    is authenticated when it is decrypted)."""
+    head = source.read(_PREFIX + _MAX_HEADER)
+    if is_legacy(head):
+        wrapped_len = (private_key.key_size + 7) // 8
+        try:
+            private_key.decrypt(head[_IV_BYTES : _IV_BYTES + wrapped_len], _oaep())
+        except ValueError:
+            raise OperationError(_legacy_failed(name)) from None
+        return
+    _data_key(_parse_header(head, len(head) + _TAG_BYTES, name)[2], private_key, name)
+
+
+def _legacy_failed(name: str) -> str:
+    return (
+        f"cannot decrypt {name} (FlagScale format): wrong private key, or the file is "
+        "corrupted; check the key folder (--key-path or [keys]) or restore the file"
+    )
 
 
 def _decrypt_legacy(blob: bytes, private_key: rsa.RSAPrivateKey, name: str) -> bytes:
     """Read FlagScale's iv + wrapped key + AES-256-CBC layout (see the module docstring)."""
     wrapped_len = (private_key.key_size + 7) // 8
     body_len = len(blob) - _IV_BYTES - wrapped_len
-    failed = (
-        f"cannot decrypt {name} (FlagScale format): wrong private key, or the file is "
-        "corrupted; check the key folder (--key-path or [keys]) or restore the file"
-    )
+    failed = _legacy_failed(name)
     if body_len < _BLOCK_BYTES or body_len % _BLOCK_BYTES:
         raise OperationError(failed)
     iv = blob[:_IV_BYTES]
@@ -390,9 +505,156 @@ def _decrypt_legacy(blob: bytes, private_key: rsa.RSAPrivateKey, name: str) -> b
         raise OperationError(failed) from None
 
 
+# ---- private key material, for hygiene scans ----
+
+
 def contains_private_key(data: bytes) -> bool:
-    """True when `data` holds private key material (PEM, OpenSSH or PuTTY), for hygiene scans."""
-    return _PRIVATE_MARKER.search(data) is not None
+    """True when `data` holds private key material, for hygiene scans.
+
+    Found: a PEM block (`-----BEGIN ... PRIVATE KEY-----`, encrypted ones too), an OpenSSH or
+    PuTTY key; the same PEM text base64-encoded at any byte offset (a Kubernetes secret, a CI
+    variable), an OpenSSH key body without its armour; a DER key (PKCS#8, encrypted PKCS#8,
+    PKCS#1, SEC1) as the whole of `data` or base64-encoded at the start of a base64 run. A
+    base64 match is only taken when its decoded bytes are a key's, so certificates, public
+    keys and other base64 pass. A few literal-led searches over `data` (about 1.5 times the
+    cost of the PEM search alone); a scan in chunks must overlap them by `KEY_MARKER_SPAN`.
+    """
+    if _PRIVATE_MARKER.search(data) or is_der_private_key(data):
+        return True
+    if any(form in data for form, _ in _OPENSSH_FORMS):
+        return True
+    for form, shift in _BEGIN_FORMS:
+        at = data.find(form)
+        while at >= 0:
+            group = at - shift
+            window = data[group : group + _B64_WINDOW] if group >= 0 else b""
+            if _PRIVATE_MARKER.search(_b64_decode(window)):
+                return True
+            at = data.find(form, at + 1)
+    return any(_der_key_shape(_b64_decode(run.group())) for run in _DER_B64.finditer(data))
+
+
+def _b64_forms(text: bytes) -> list[tuple[bytes, int]]:
+    """The base64 text that encodes `text` at each of the 3 byte offsets it can have in the
+    encoded data, keeping only characters that depend on `text` alone; with each, how many
+    characters after the start of a 4-character group it begins."""
+    forms = []
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + text)
+        own = [
+            i
+            for i in range(len(encoded))
+            if 6 * i // 8 >= shift and (6 * i + 5) // 8 < shift + len(text)
+        ]
+        forms.append((encoded[own[0] : own[-1] + 1], own[0] % 4))
+    return forms
+
+
+_B64_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_B64 = bytes(sorted(set(range(256)) - set(_B64_CHARS) - set(b"-_")))
+_B64_WINDOW = 128
+"""Base64 characters decoded after a match: 96 bytes, more than any PEM header line."""
+_BEGIN_FORMS = _b64_forms(b"-----BEGIN ")
+_OPENSSH_FORMS = _b64_forms(b"openssh-key-v1\0")
+"""The start of every OpenSSH private key's body (not of its public keys or certificates)."""
+_DER_B64 = re.compile(rb"M(?<![A-Za-z0-9+/]M)[A-P][A-Za-z0-9+/_-]{30}")
+"""The start of a base64 run that encodes a DER SEQUENCE (0x30), 32 characters of it. (One
+regex alternating all the markers would be ten times slower than these separate searches.)"""
+KEY_MARKER_SPAN = _B64_WINDOW + 8
+"""The longest run of bytes `contains_private_key` judges at once."""
+
+_MAX_DER_KEY = 64 << 10
+"""DER private keys are at most a few kilobytes (RSA-16384 is under 10 KiB)."""
+_PBE_OIDS = (
+    bytes.fromhex("2a864886f70d0105"),  # PKCS#5 1.2.840.113549.1.5.*: PBES1, PBES2
+    bytes.fromhex("2a864886f70d010c01"),  # PKCS#12 1.2.840.113549.1.12.1.*: pbeWithSHA...
+)
+
+
+def _b64_decode(text: bytes) -> bytes:
+    """Decode base64 (standard or URL-safe) leniently: separators dropped, a ragged end cut."""
+    chars = text.translate(None, _NOT_B64).replace(b"-", b"+").replace(b"_", b"/")
+    try:
+        return binascii.a2b_base64(chars[: len(chars) // 4 * 4])
+    except binascii.Error:
+        return b""
+
+
+def _der_element(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(tag, content start, content end) of the DER element at `pos`; the end may lie past
+    `data` when only the start of a structure is given. None when there is no DER header."""
+    if pos + 2 > len(data):
+        return None
+    tag, first = data[pos], data[pos + 1]
+    if first < 0x80:
+        return tag, pos + 2, pos + 2 + first
+    count = first & 0x7F
+    if not 1 <= count <= 3 or pos + 2 + count > len(data):
+        return None
+    start = pos + 2 + count
+    return tag, start, start + int.from_bytes(data[pos + 2 : start], "big")
+
+
+def _der_key_shape(data: bytes) -> str | None:
+    """ "encrypted" or "plain" when `data` starts as a DER private key does, else None.
+
+    Judged from the first two dozen bytes: PKCS#8 (version 0 or 1, then an algorithm),
+    PKCS#1 RSA and DSA (version 0, then a big integer), SEC1 EC (version 1, then the key as
+    an octet string), encrypted PKCS#8 (a password-based encryption algorithm first).
+    Certificates, public keys, requests and signed data all start otherwise.
+    """
+    outer = _der_element(data, 0)
+    if outer is None or outer[0] != 0x30:
+        return None
+    first = _der_element(data, outer[1])
+    if first is None:
+        return None
+    tag, start, end = first
+    if tag == 0x30:
+        algorithm = _der_element(data, start)
+        if algorithm is None or algorithm[0] != 0x06:
+            return None
+        return "encrypted" if data[algorithm[1] : algorithm[2]].startswith(_PBE_OIDS) else None
+    if tag != 0x02 or end != start + 1 or end > len(data):
+        return None
+    version = data[start]
+    second = _der_element(data, end)
+    if second is None:
+        return None
+    if version in (0, 1) and second[0] == 0x30:
+        inner = _der_element(data, second[1])
+        return "plain" if inner and inner[0] == 0x06 else None
+    if version == 0 and second[0] == 0x02 and second[2] - second[1] >= 64:
+        return "plain"
+    if version == 1 and second[0] == 0x04:
+        return "plain"
+    return None
+
+
+def is_der_private_key(data: bytes) -> bool:
+    """True when the whole of `data` (a file's bytes) is a private key in DER form.
+
+    Only small files shaped like a key (`_der_key_shape`) are parsed; an unencrypted one must
+    then load with `cryptography`, which no certificate, public key or other binary file does.
+    An encrypted PKCS#8 key cannot be loaded without its password and is taken from its shape.
+    """
+    if not data or data[0] != 0x30 or len(data) > _MAX_DER_KEY:
+        return False
+    shape = _der_key_shape(data)
+    outer = _der_element(data, 0)
+    if shape is None or outer is None or outer[2] > len(data) or data[outer[2] :].strip():
+        return False
+    if shape == "encrypted":
+        return True
+    try:
+        serialization.load_der_private_key(
+            data[: outer[2]], password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except (TypeError, UnsupportedAlgorithm):
+        return True  # encrypted, or a key of an algorithm this build does not know
+    except ValueError:
+        return False
+    return True
 
 
 def key_id(key_dir: Path | None) -> str | None:
@@ -432,22 +694,12 @@ def readable_by(path: Path) -> list[str]:
     """Sorted fingerprints an encrypted file is readable by (from its header); [] when it
     is unreadable or in FlagScale's legacy format, which names no recipients."""
     try:
-        return sorted(header_recipients(path.read_bytes(), name=str(path)))
+        with files.open_regular(path, files.MAX_PATCH) as handle:
+            head = handle.read(_PREFIX + _MAX_HEADER)
+            size = os.fstat(handle.fileno()).st_size
+        return [] if is_legacy(head) else sorted(_parse_header(head, size, str(path))[2])
     except (OSError, OperationError, UsageError):
         return []
-
-
-def plaintext_of(path: Path, encrypted: bool, key: Path | None, device: str) -> bytes:
-    """The plaintext of a stored patch file, decrypting with the key folder when needed."""
-    data = path.read_bytes()
-    if not encrypted:
-        return data
-    if key is None:
-        raise UsageError(
-            f'{path} is encrypted: give its key folder ([keys] {device} = "..." in '
-            "config.toml, or --key-path)"
-        )
-    return decrypt(data, load_private_key(key), name=str(path))
 
 
 def seal_for_vendor(plaintext: bytes, key_dir: Path) -> bytes:

@@ -283,6 +283,10 @@ def commit_object(repo: Path, sha: str) -> bytes:
     return run(repo, "cat-file", "commit", sha)
 
 
+APPLY_BATCH = 2000
+"""Patch files per `git apply`: far under any ARG_MAX, few enough processes."""
+
+
 @dataclass(frozen=True)
 class Scratch:
     """A throwaway index and object folder layered over an upstream repository."""
@@ -305,14 +309,16 @@ class Scratch:
         self.run("read-tree", rev)
 
     def apply(self, patch_files: list[Path]) -> None:
-        """Apply patch files in order to the scratch index: exact, no fuzz, no fixing."""
-        self.run(
-            "apply",
-            "--cached",
-            "--whitespace=nowarn",
-            *[str(p) for p in patch_files],
-            config=APPLY_CONFIG,
-        )
+        """Apply patch files in order to the scratch index: exact, no fuzz, no fixing; in
+        batches, so a series of 40,000 patches stays under the argument-list limit."""
+        for start in range(0, len(patch_files), APPLY_BATCH):
+            self.run(
+                "apply",
+                "--cached",
+                "--whitespace=nowarn",
+                *[str(p) for p in patch_files[start : start + APPLY_BATCH]],
+                config=APPLY_CONFIG,
+            )
 
     def write_tree(self) -> str:
         return self.run("write-tree").decode().strip()
@@ -508,13 +514,48 @@ def current_ref(repo: Path) -> str:
         return text(repo, "rev-parse", "--verify", "HEAD")
 
 
+def detached_head(path: Path) -> str | None:
+    """HEAD's commit when it is detached (not on a branch), else None."""
+    try:
+        run(path, "symbolic-ref", "-q", "HEAD")
+    except GitError:
+        return head(path)
+    return None
+
+
 def switch_new(repo: Path, branch: str, base: str) -> None:
     run(repo, "checkout", "-q", "-b", branch, base, config=CHECKOUT_CONFIG)
 
 
+def git_dir(repo: Path) -> Path:
+    return Path(text(repo, "rev-parse", "--absolute-git-dir"))
+
+
+def added_between(repo: Path, old: str, new: str) -> list[str]:
+    """Paths that exist in commit `new` and not in `old` (what a switch would create)."""
+    out = run(repo, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=A", old, new)
+    return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
+
+
+def index_tree(repo: Path) -> str | None:
+    """The tree the index holds, or None when it cannot be written (unmerged entries)."""
+    try:
+        return text(repo, "write-tree")
+    except GitError:
+        return None
+
+
+def reset_hard(repo: Path) -> None:
+    run(repo, "reset", "-q", "--hard", "HEAD", config=CHECKOUT_CONFIG)
+
+
+def is_tracked(repo: Path, path: str) -> bool:
+    return bool(run(repo, "ls-files", "-z", "--", f":(literal){path}"))
+
+
 def am_abort(repo: Path) -> None:
     with contextlib.suppress(GitError):
-        run(repo, "am", "--abort")
+        run(repo, "am", "--abort", config=("core.hooksPath=/dev/null",))
 
 
 def switch_back(repo: Path, ref: str) -> None:

@@ -11,6 +11,8 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OperationError, UsageError
@@ -39,11 +41,41 @@ def acquire(state_dir: Path, timeout: float | None = None) -> None:
     """Hold the checkout's lock until this process exits (re-entrant within a process)."""
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / "lock"
-    if path in _HELD:
-        return
+    if path not in _HELD:
+        _HELD[path] = _wait_for(path, timeout)
+
+
+@contextmanager
+def folder_held(folder: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold a lock on `folder` itself (created if absent) for a block: a build folder
+    several checkouts may share is locked per device folder while a tree there is replaced.
+    Locking the folder leaves no lock file beside the trees."""
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = _wait_for(folder, timeout, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            same = os.stat(folder, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # removed (doit clean) while we waited: lock the new one
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _wait_for(path: Path, timeout: float | None, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """Open and lock `path` (never through a link), waiting up to `timeout` seconds."""
     if timeout is None:
         timeout = timeout_from_env()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot open the lock {path} ({exc.strerror}): remove it if it is a link"
+        ) from None
     deadline = time.monotonic() + timeout
     said = False
     while True:
@@ -62,9 +94,10 @@ def acquire(state_dir: Path, timeout: float | None = None) -> None:
                 sys.stderr.write(f"waiting for another flagtasks run{holder} to finish...\n")
                 said = True
             time.sleep(0.2)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _HELD[path] = fd
+    if flags & os.O_RDWR:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _holder(path: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -43,7 +44,47 @@ def split(mbox: bytes) -> list[bytes]:
     if starts[0] != 0 and mbox[: starts[0]].strip():
         raise OperationError("not a patch: unexpected text before the first patch header")
     ends = starts[1:] + [len(mbox)]
-    return [mbox[s:e] for s, e in zip(starts, ends, strict=True)]
+    parts = [mbox[s:e] for s, e in zip(starts, ends, strict=True)]
+    for number, part in enumerate(parts, start=1):
+        plain_body(part.split(b"\n\n", 1)[0], number)
+    return parts
+
+
+def check_bodies(lines: Iterable[bytes]) -> None:
+    """`split`'s body check over a patch file read line by line (a build streams it)."""
+    number, header = 0, list[bytes]()
+    for line in lines:
+        if _FROM.match(line):
+            if header:
+                plain_body(b"".join(header), number)
+            number, header = number + 1, [line]
+        elif header:
+            if line.strip():
+                header.append(line)
+            else:
+                plain_body(b"".join(header), number)
+                header = []
+    if header:
+        plain_body(b"".join(header), number)
+
+
+_ENCODING = re.compile(rb"^content-transfer-encoding:[ \t]*([^\s;]+)", re.MULTILINE | re.I)
+_MULTIPART = re.compile(rb"^content-type:[ \t]*multipart/", re.MULTILINE | re.I)
+
+
+def plain_body(header: bytes, number: int) -> None:
+    """verify applies the bytes as they are and `git am` decodes a transfer encoding first,
+    so an encoded patch would be judged on other bytes than users get: refuse it. git
+    format-patch writes 7bit or 8bit bodies."""
+    found = _ENCODING.search(header)
+    encoding = found.group(1).decode("ascii", "replace").lower() if found else "8bit"
+    multipart = _MULTIPART.search(header) is not None
+    if encoding not in ("7bit", "8bit", "binary") or multipart:
+        shown = "multipart" if multipart else encoding[:20]
+        raise OperationError(
+            f"patch {number} {subject(header)!r} has a {shown} body, not what git "
+            "format-patch writes; regenerate the adaptation with flagtasks patch"
+        )
 
 
 def subject(patch: bytes) -> str:

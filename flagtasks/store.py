@@ -10,11 +10,11 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import files
 from .errors import UsageError
 from .names import is_base8, is_device
 
@@ -72,7 +72,7 @@ def is_full_base(value: object, base8: str) -> bool:
 def read_meta(path: Path) -> dict | None:
     """The metadata dict, or None when absent (stores written by FlagScale's own tool)."""
     try:
-        data = json.loads(read_small(path, MAX_META))
+        data = json.loads(files.read_text(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RecursionError, UsageError):
@@ -92,8 +92,8 @@ def sha256(data: bytes) -> str:
 def file_digest(path: Path) -> str | None:
     """sha256 of a file's bytes, or None when it does not exist (for staleness checks)."""
     try:
-        return sha256(path.read_bytes())
-    except OSError:
+        return files.copy_hashed(path, None)
+    except (OSError, UsageError):
         return None
 
 
@@ -101,7 +101,9 @@ def load_adaptation(hardware: Path, device: str, base8: str) -> Adaptation | Non
     folder = hardware / device / base8
     plain = folder / f"{base8}{PATCH}"
     encrypted = folder / f"{base8}{ENCRYPTED}"
-    has_plain, has_enc = plain.is_file(), encrypted.is_file()
+    # a link counts as there, so reading it says what it is (links are never followed)
+    has_plain = plain.is_file() or plain.is_symlink()
+    has_enc = encrypted.is_file() or encrypted.is_symlink()
     if not (has_plain or has_enc):
         return None
     return Adaptation(
@@ -153,6 +155,18 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> bool:
     return True
 
 
+def base_folder(hardware: Path, device: str, base8: str) -> Path:
+    """The folder an adaptation is written to, refused when it or its device folder is a
+    symbolic link (a pull request can commit one, pointing anywhere)."""
+    folder = hardware / device / base8
+    for path in (folder.parent, folder):
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link: replace it with a real folder")
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path} is not a folder: remove it")
+    return folder
+
+
 def sweep_temp(folder: Path) -> None:
     """Remove temp files an interrupted write left in a base folder (callers hold the lock)."""
     for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
@@ -173,7 +187,7 @@ def write_adaptation(
     Only this base's folder changes. A stop between steps leaves metadata that does not
     match the patch, which `verify` reports and the next run repairs.
     """
-    sweep_temp(hardware / device / base8)
+    sweep_temp(base_folder(hardware, device, base8))
     atomic_write(patch_path(hardware, device, base8, encrypted), patch)
     atomic_write(meta_path(hardware, device, base8), meta_bytes(meta))
     other = patch_path(hardware, device, base8, not encrypted)
@@ -231,30 +245,13 @@ def _hetero_text(path: Path) -> str:
     if path.is_symlink():
         raise UsageError(f"{path} is a symbolic link: replace it with the file itself")
     try:
-        return read_small(path, MAX_HETERO)
+        return files.read_text(path)
     except FileNotFoundError:
         return ""
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text; fix or remove the file") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror}); fix or remove it") from None
-
-
-MAX_HETERO = 1 << 20
-MAX_META = 1 << 20
-
-
-def read_small(path: Path, limit: int) -> str:
-    """A small text file of the store, refusing one that is not a regular file or is
-    larger than `limit` (a FIFO, /dev/zero behind a name, a huge file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise UsageError(f"{path}: not a regular file; replace it with the file itself")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise UsageError(f"{path}: larger than {limit} bytes; this is not a store file")
-    return data.decode("utf-8")
 
 
 def with_combo(text: str, base8: str, devices: tuple[str, ...]) -> str:

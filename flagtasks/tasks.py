@@ -172,6 +172,7 @@ def verify_tasks(p: plan.Plan) -> Iterator[Task]:
         "name": "store",
         "doc": "store hygiene: names, hetero.txt, no plaintext beside encrypted, no keys",
         "actions": [(hygiene.check_task, [p.config.root, p.hardware])],
+        "task_dep": [plan.producer(vendor) for vendor in p.vendors.values()],  # not mid-write
         "uptodate": [False],
         "verbosity": 2,
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import gzip
 import json
 import os
 import stat
@@ -10,9 +12,11 @@ import struct
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509.oid import NameOID
 
 from flagtasks import crypto
 from flagtasks.errors import OperationError, UsageError
@@ -59,6 +63,14 @@ def generated(tmp_path_factory) -> tuple[Path, bool]:
 
 def _pem_private(key: rsa.RSAPrivateKey, fmt=serialization.PrivateFormat.PKCS8) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+
+
+def _write_private(folder: Path, data: bytes, mode: int = 0o600) -> Path:
+    """A private_key.pem as a careful user keeps it: owner-only unless `mode` says otherwise."""
+    path = folder / crypto.PRIVATE_KEY
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
 
 
 def _pem_public(key: rsa.RSAPrivateKey) -> bytes:
@@ -342,7 +354,7 @@ def test_legacy_decrypts(key1, data):
 def test_legacy_with_flagscale_style_key_file(tmp_path, key2):
     """FlagScale saves TraditionalOpenSSL PEM; load_private_key must read it as is."""
     pem = _pem_private(key2, serialization.PrivateFormat.TraditionalOpenSSL)
-    (tmp_path / crypto.PRIVATE_KEY).write_bytes(pem)
+    _write_private(tmp_path, pem)
     (tmp_path / crypto.PUBLIC_KEY).write_bytes(_pem_public(key2))
     loaded = crypto.load_private_key(tmp_path)
     public = crypto.load_public_key(tmp_path)
@@ -457,9 +469,8 @@ def test_load_private_key_missing_file_creates_nothing(tmp_path):
 
 
 def test_load_private_key_refuses_non_keys(tmp_path, key1):
-    path = tmp_path / crypto.PRIVATE_KEY
     for content in (b"hello", _pem_public(key1), os.urandom(64)):
-        path.write_bytes(content)
+        _write_private(tmp_path, content)
         with pytest.raises(UsageError, match="not a PEM private key"):
             crypto.load_private_key(tmp_path)
 
@@ -470,7 +481,7 @@ def test_load_private_key_refuses_passphrase(tmp_path, key1):
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"pw"),
     )
-    (tmp_path / crypto.PRIVATE_KEY).write_bytes(pem)
+    _write_private(tmp_path, pem)
     with pytest.raises(UsageError, match="passphrase"):
         crypto.load_private_key(tmp_path)
 
@@ -481,6 +492,62 @@ def test_load_private_key_unreadable(tmp_path, key1):
     path.write_bytes(_pem_private(key1))
     path.chmod(0)
     with pytest.raises(UsageError, match="cannot read"):
+        crypto.load_private_key(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "mode", [0o644, 0o640, 0o604, 0o660, 0o620, 0o602, 0o610], ids=lambda mode: f"{mode:04o}"
+)
+def test_load_private_key_refuses_a_key_others_can_reach(tmp_path, key1, mode):
+    """As ssh does: a private key that anyone but its owner may read or change is refused
+    with one line that names the file and the fix, before its bytes are used."""
+    path = _write_private(tmp_path, _pem_private(key1), mode)
+    with pytest.raises(UsageError) as excinfo:
+        crypto.load_private_key(tmp_path)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert f"chmod 600 {path}" in message
+    assert f"mode {mode:04o}" in message
+    assert excinfo.value.exit_code == 2
+    assert "PRIVATE KEY" not in message
+
+
+def test_key_mode_is_judged_before_the_content(tmp_path):
+    """Not a key at all, but readable by others: the mode is what is reported."""
+    _write_private(tmp_path, b"hello", 0o644)
+    with pytest.raises(UsageError, match="chmod 600"):
+        crypto.load_private_key(tmp_path)
+
+
+def test_key_mode_is_the_mode_of_the_file_a_link_points_to(tmp_path, key1):
+    """A key folder may link to the key (a secrets mount does); the key itself is judged."""
+    real = tmp_path / "real"
+    real.mkdir()
+    target = _write_private(real, _pem_private(key1), 0o644)
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    (folder / crypto.PRIVATE_KEY).symlink_to(target)
+    with pytest.raises(UsageError, match="chmod 600"):
+        crypto.load_private_key(folder)
+    target.chmod(0o600)
+    assert crypto.fingerprint(crypto.load_private_key(folder).public_key()) == (
+        crypto.fingerprint(key1.public_key())
+    )
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700], ids=lambda mode: f"{mode:04o}")
+def test_owner_only_key_is_loaded(tmp_path, key1, mode):
+    _write_private(tmp_path, _pem_private(key1), mode)
+    loaded = crypto.load_private_key(tmp_path)
+    assert crypto.fingerprint(loaded.public_key()) == crypto.fingerprint(key1.public_key())
+
+
+def test_huge_key_file_is_refused_unread(tmp_path):
+    path = tmp_path / crypto.PRIVATE_KEY
+    with path.open("wb") as out:
+        out.truncate(64 << 20)  # sparse: 64 MiB that is not a key
+    path.chmod(0o600)
+    with pytest.raises(UsageError, match="larger than"):
         crypto.load_private_key(tmp_path)
 
 
@@ -514,3 +581,146 @@ def test_contains_private_key(key1):
     assert not crypto.contains_private_key(b"just some text about a private key\n")
     assert not crypto.contains_private_key(b"")
     assert not crypto.contains_private_key(PLAINTEXT)
+
+
+# --- private key material in other forms -------------------------------------------------
+
+
+def _keys() -> dict[str, object]:
+    return {
+        "rsa": _new_key(),
+        "ec": ec.generate_private_key(ec.SECP256R1()),
+        "ed25519": ed25519.Ed25519PrivateKey.generate(),
+    }
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, object]:
+    return _keys()
+
+
+def _private(key, encoding, fmt, password: bytes | None = None) -> bytes:
+    encryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(encoding, fmt, encryption)  # type: ignore[attr-defined]
+
+
+DER_FORMS = {
+    "pkcs8-rsa": ("rsa", serialization.PrivateFormat.PKCS8, None),
+    "pkcs1-rsa": ("rsa", serialization.PrivateFormat.TraditionalOpenSSL, None),
+    "pkcs8-ec": ("ec", serialization.PrivateFormat.PKCS8, None),
+    "sec1-ec": ("ec", serialization.PrivateFormat.TraditionalOpenSSL, None),
+    "pkcs8-ed25519": ("ed25519", serialization.PrivateFormat.PKCS8, None),
+    "encrypted-pkcs8-rsa": ("rsa", serialization.PrivateFormat.PKCS8, b"pw"),
+    "encrypted-pkcs8-ec": ("ec", serialization.PrivateFormat.PKCS8, b"pw"),
+}
+
+
+@pytest.mark.parametrize("form", list(DER_FORMS))
+def test_der_private_key_is_found(keys, form):
+    name, fmt, password = DER_FORMS[form]
+    der = _private(keys[name], serialization.Encoding.DER, fmt, password)
+    assert not crypto._PRIVATE_MARKER.search(der), "the form has no PEM marker to find"
+    assert crypto.is_der_private_key(der)
+    assert crypto.contains_private_key(der)
+    # its base64, as an environment variable or a PEM body without the armour lines
+    assert crypto.contains_private_key(b"SIGNING_KEY=" + base64.b64encode(der) + b"\n")
+    assert crypto.contains_private_key(base64.encodebytes(der))
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 7])
+@pytest.mark.parametrize(
+    "fmt", ["pkcs8", "traditional", "openssh", "encrypted-pkcs8"], ids=lambda f: f
+)
+def test_base64_wrapped_pem_key_is_found(keys, offset, fmt):
+    """A PEM key base64-encoded whole (a Kubernetes secret, a CI variable), at each of the
+    three alignments its header can have in the encoded text, standard and URL-safe."""
+    formats = {
+        "pkcs8": (keys["rsa"], serialization.PrivateFormat.PKCS8, None),
+        "traditional": (keys["ec"], serialization.PrivateFormat.TraditionalOpenSSL, None),
+        "openssh": (keys["ed25519"], serialization.PrivateFormat.OpenSSH, None),
+        "encrypted-pkcs8": (keys["rsa"], serialization.PrivateFormat.PKCS8, b"pw"),
+    }
+    key, private_format, password = formats[fmt]
+    pem = _private(key, serialization.Encoding.PEM, private_format, password)
+    wrapped = b"x" * offset + pem
+    for encoded in (base64.b64encode(wrapped), base64.urlsafe_b64encode(wrapped)):
+        assert crypto.contains_private_key(b"apiVersion: v1\ndata:\n  key: " + encoded + b"\n")
+
+
+def test_openssh_key_body_without_its_armour_is_found(keys):
+    pem = _private(keys["ed25519"], serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH)
+    body = b"".join(pem.splitlines()[1:-1])
+    assert crypto.contains_private_key(b"ssh_key = " + body + b"\n")
+
+
+def _certificate(key: rsa.RSAPrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flagtasks.example")])
+    when = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(when)
+        .not_valid_after(when + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_public_material_and_other_binaries_are_not_keys(keys, key1):
+    """What may sit in a repository: certificates (DER, PEM, a kubeconfig's base64 of the
+    PEM), public keys in every encoding, a request, random and compressed bytes."""
+    cert = _certificate(key1)
+    pem_cert = cert.public_bytes(serialization.Encoding.PEM)
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(cert.subject)
+        .sign(key1, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    harmless = {
+        "certificate-der": cert.public_bytes(serialization.Encoding.DER),
+        "certificate-pem": pem_cert,
+        "kubeconfig": b"certificate-authority-data: " + base64.b64encode(pem_cert) + b"\n",
+        "request-der": request,
+        "request-base64": base64.b64encode(request),
+        "pkcs1-public-der": key1.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.PKCS1
+        ),
+        "random": os.urandom(4096),
+        "random-sequence": b"\x30\x82\x01\x00" + os.urandom(256),
+        "random-base64": base64.b64encode(os.urandom(1 << 16)),
+        "gzip": gzip.compress(PLAINTEXT),
+        "digits": b"0" * 1000,
+    }
+    for name, key in keys.items():
+        public = key.public_key()  # type: ignore[attr-defined]
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        pem = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        openssh = public.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        harmless[f"{name}-public-der"] = der
+        harmless[f"{name}-public-pem"] = pem
+        harmless[f"{name}-public-pem-base64"] = base64.b64encode(pem)
+        harmless[f"{name}-public-der-base64"] = base64.b64encode(der)
+        harmless[f"{name}-public-openssh"] = openssh
+        harmless[f"{name}-public-openssh-base64"] = base64.b64encode(openssh)
+    found = [name for name, data in harmless.items() if crypto.contains_private_key(data)]
+    assert found == []
+
+
+def test_damaged_der_key_is_not_taken_for_one(key1):
+    """DER detection loads the key; a file merely shaped like one (cut short) is not a key."""
+    der = _private(key1, serialization.Encoding.DER, serialization.PrivateFormat.PKCS8)
+    assert not crypto.is_der_private_key(der[:-40])
+    assert not crypto.is_der_private_key(der[:200])

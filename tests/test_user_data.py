@@ -80,6 +80,18 @@ def stash(dest: Path) -> str:
     return "stash"
 
 
+def detached_commit(dest: Path) -> str:
+    git(dest, "checkout", "-q", "--detach")
+    commit(dest, "my detached fix", {"flagscale/detached.py": "D = 1\n"})
+    return "detached HEAD"
+
+
+def linked_worktree(dest: Path) -> str:
+    outside = dest.parents[2] / f"wt-{dest.parents[2].name}-{len(list(dest.parents[2].iterdir()))}"
+    git(dest, "worktree", "add", "-q", "--detach", str(outside))
+    return "worktree"
+
+
 CHANGES: dict[str, Callable[[Path], str]] = {
     "edit": edit,
     "untracked": untracked,
@@ -87,6 +99,8 @@ CHANGES: dict[str, Callable[[Path], str]] = {
     "commit": extra_commit,
     "branch": other_branch,
     "stash": stash,
+    "detached": detached_commit,
+    "worktree": linked_worktree,
 }
 
 
@@ -102,6 +116,10 @@ def still_there(kept: Path, case: str) -> bool:
         return git(kept, "log", "-1", "--format=%s") == "my fix"
     if case == "branch":
         return git(kept, "log", "-1", "--format=%s", "mywork") == "my experiment"
+    if case == "detached":
+        return git(kept, "log", "-1", "--format=%s") == "my detached fix"
+    if case == "worktree":
+        return any((kept / ".git" / "worktrees").iterdir())
     return "stashed edit" in git(kept, "stash", "show", "-p")
 
 

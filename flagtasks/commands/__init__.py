@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import config, engine, errors, lock, plan, store, tasks
+from .. import build, config, engine, errors, git, lock, plan, store, tasks
 from ..errors import UsageError
 
 
@@ -14,7 +14,31 @@ def load_config() -> config.Config:
     it; doit's state paths are relative, so the command continues from the checkout's root."""
     root = config.find_root(Path.cwd())
     os.chdir(root)
-    return config.load(root)
+    cfg = config.load(root)
+    _finish_interrupted_switch(cfg)
+    if not cfg.hardware.exists() and git.is_repo(cfg.repo):
+        branch = git.current_ref(cfg.repo)
+        if branch.startswith("flagtasks/"):
+            raise UsageError(
+                f"{cfg.repo} is on {branch}, which an in-place unpatch made (it has no "
+                f"{cfg.hardware.name}/): switch back first, e.g. git checkout -"
+            )
+    return cfg
+
+
+def _finish_interrupted_switch(cfg: config.Config) -> None:
+    """A killed in-place unpatch left its journal: undo it (or keep its finished branch)
+    before anything reads the checkout, whose hardware/ the switch may have hidden."""
+    gitdir = cfg.repo / ".git"
+    if not gitdir.is_dir():
+        if not git.is_repo(cfg.repo):
+            return
+        gitdir = git.git_dir(cfg.repo)
+    if (gitdir / build.JOURNAL).exists():
+        take_lock(cfg)
+        said = build.recover_switch(cfg.repo)
+        if said:
+            print(said)
 
 
 def take_lock(cfg: config.Config) -> None:

@@ -9,7 +9,8 @@ import argparse
 import json
 from typing import Any
 
-from .. import crypto, engine, plan, store, tasks
+from .. import crypto, engine, errors, plan, store, tasks
+from ..errors import UsageError
 from . import load_config
 
 SCHEMA = 1
@@ -23,16 +24,15 @@ build     built: the tree holds this adaptation | stale: it must be rebuilt |
 hetero    the combos (hardware/hetero.txt) this adaptation is part of"""
 
 
-def rows(p: plan.Plan) -> list[dict[str, Any]]:
+def rows(p: plan.Plan, combos: list[store.Combo]) -> list[dict[str, Any]]:
     """One typed row per stored adaptation (and per vendor adaptation not generated yet)."""
     states = engine.task_states(tasks.namespace(p))
-    combos = store.read_hetero_any(p.hardware)
     out = []
     for device in p.devices:
         chosen = p.builds.get(device)
         for base8, job in sorted(p.stored.get(device, {}).items()):
             meta = store.read_meta(job.meta) or {}
-            generated = job.patch.is_file()
+            generated = job.patch.is_file() or job.patch.is_symlink()
             recipients = crypto.readable_by(job.patch) if job.encrypted and generated else []
             selected = bool(chosen and chosen.stored.base8 == base8)
             build = None
@@ -91,7 +91,19 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     p = plan.make(load_config())
-    table = rows(p)
+    try:
+        combos, broken = store.read_hetero_any(p.hardware), None
+    except UsageError as exc:  # still list every device; say what is wrong, exit 2
+        combos, broken = [], exc
+    table = rows(p, combos)
+    code = _show(args, p, table)
+    if broken:
+        errors.emit(broken.message)
+        return broken.exit_code
+    return code
+
+
+def _show(args: argparse.Namespace, p: plan.Plan, table: list[dict[str, Any]]) -> int:
     if args.json:
         document = {
             "schema": SCHEMA,

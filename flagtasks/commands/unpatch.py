@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import actions, build, git, plan, store
+from .. import actions, build, config, git, plan, store
 from ..config import Config
 from ..errors import UsageError
 from ..names import check_device, check_rev, is_base8
@@ -44,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
                 f"--key-path {key} is not a folder: give the folder with private_key.pem"
             )
         keys.update({device: key for device in devices})
-    build_root = Path(args.dir).resolve() if args.dir is not None else None
+    build_root = None
+    if args.dir is not None:
+        build_root = config.build_folder(cfg.root, cfg.hardware, Path(args.dir), "--dir")
     cfg = replace(cfg, use={d: base8 for d in devices}, keys=keys, vendors={})
     take_lock(cfg)
     p = plan.make(cfg, build_root=build_root, force=args.force)
@@ -55,12 +58,17 @@ def run(args: argparse.Namespace) -> int:
         if job.stored.encrypted:
             # a key that cannot read the patch fails here, before doit would mark the
             # device's intact tree as not up to date
-            actions.read_plaintext(job.stored, job.key)
+            actions.check_key(job.stored, job.key)
     if build_root is None:
         stored = p.builds[devices[0]].stored
         assert stored.base is not None
-        plaintext = actions.read_plaintext(stored, key or keys.get(stored.device))
-        print(build.switch_checkout(cfg.repo, stored.device, stored.base, plaintext))
+        meta = actions.checked_meta(stored)
+        with tempfile.TemporaryDirectory(prefix="patch-", dir=cfg.state_dir) as private:
+            patch_file = Path(private) / "adaptation.patch"
+            note = actions.write_checked_plaintext(
+                stored, key or keys.get(stored.device), meta, patch_file
+            )
+            print(note + build.switch_checkout(cfg.repo, stored.device, stored.base, patch_file))
         return 0
     code = run_tasks(p, ["run", *[f"unpatch:{d}" for d in devices]])
     if code == 0:
