@@ -263,7 +263,7 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
         )
     if git.branch_exists(repo, branch):
         raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
-    in_the_way = [p for p in git.added_between(repo, "HEAD", base) if os.path.lexists(repo / p)]
+    in_the_way = [p for p in git.added_between(repo, "HEAD", base) if _holds_data(repo / p)]
     if in_the_way:
         raise OperationError(
             f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
@@ -278,6 +278,14 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
     finally:
         journal.unlink(missing_ok=True)
     return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+
+
+def _holds_data(path: Path) -> bool:
+    """Something a switch that writes a file at `path` would overwrite or delete: a file or
+    link there, or a folder with any file in it (an empty one is nothing to lose)."""
+    if path.is_symlink() or path.is_file():
+        return True
+    return path.is_dir() and any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
 
 
 def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, before: str) -> None:
@@ -338,12 +346,24 @@ def _recover(repo: Path, gitdir: Path, switch: tuple[str, str, str], torn: bool)
     if git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):
         return None  # the switch never started (or the user has moved on)
     git.reset_hard(repo)
-    for path in git.added_between(repo, "HEAD", base):
-        if os.path.lexists(repo / path) and not git.is_tracked(repo, path):
-            (repo / path).unlink()
+    tracked = set(git.tracked_files(repo))
+    for path in git.added_between(repo, "HEAD", base):  # absent when the switch began
+        full = repo / path
+        if path not in tracked and (full.is_symlink() or full.is_file()):
+            full.unlink()
+            _prune_empty(full.parent, repo)
     with contextlib.suppress(GitError):
         git.delete_branch(repo, branch)
     return undone
+
+
+def _prune_empty(folder: Path, top: Path) -> None:
+    while folder != top and folder.is_relative_to(top):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def store_json(path: Path, data: dict) -> None:

@@ -532,9 +532,15 @@ def git_dir(repo: Path) -> Path:
 
 
 def added_between(repo: Path, old: str, new: str) -> list[str]:
-    """Paths that exist in commit `new` and not in `old` (what a switch would create)."""
-    out = run(repo, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=A", old, new)
-    return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
+    """Files that exist in commit `new` and not in `old`: what a switch would write. A
+    submodule's gitlink is left out (a switch never writes into its folder)."""
+    out = run(repo, "diff", "--raw", "-z", "--no-renames", "--diff-filter=A", old, new)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    return [
+        path
+        for status, path in zip(fields[::2], fields[1::2], strict=False)
+        if status and status.split()[1] != "160000"
+    ]
 
 
 def index_tree(repo: Path) -> str | None:
@@ -549,8 +555,9 @@ def reset_hard(repo: Path) -> None:
     run(repo, "reset", "-q", "--hard", "HEAD", config=CHECKOUT_CONFIG)
 
 
-def is_tracked(repo: Path, path: str) -> bool:
-    return bool(run(repo, "ls-files", "-z", "--", f":(literal){path}"))
+def tracked_files(repo: Path) -> list[str]:
+    out = run(repo, "ls-files", "-z")
+    return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
 def am_abort(repo: Path) -> None:

@@ -399,3 +399,30 @@ def test_a_40000_patch_series_is_checked(stored: Path) -> None:
     run = flagtasks(stored, "verify", "--device-type", C, timeout=600)
     assert run.returncode == 0, run
     assert "applies cleanly" in run.stdout, run.stdout
+
+
+def test_in_place_switch_ignores_gitlinks_and_empty_folders(tmp_path: Path) -> None:
+    """Found on FlagScale: an old base pins megatron/.../local_recipes as a submodule and a
+    checkout keeps its empty folder; neither is something a switch would overwrite."""
+    from flagtasks import build as build_mod
+    from flagtasks import git as git_mod
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.txt").write_text("a\n")
+    git(repo, "add", "a.txt")
+    git(repo, "commit", "-q", "-m", "first")
+    first = rev(repo, "HEAD")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{first},sub")
+    (repo / "new.txt").write_text("new\n")
+    git(repo, "add", "new.txt")
+    git(repo, "commit", "-q", "-m", "base: a gitlink and a file")
+    base = rev(repo, "HEAD")
+    git(repo, "checkout", "-q", first)
+    (repo / "sub").mkdir()
+    added = git_mod.added_between(repo, "HEAD", base)
+    assert added == ["new.txt"], added
+    assert not build_mod._holds_data(repo / "sub")
+    (repo / "sub" / "data.bin").write_bytes(b"x")
+    assert build_mod._holds_data(repo / "sub")

@@ -16,14 +16,23 @@ def load_config() -> config.Config:
     os.chdir(root)
     cfg = config.load(root)
     _finish_interrupted_switch(cfg)
-    if not cfg.hardware.exists() and git.is_repo(cfg.repo):
-        branch = git.current_ref(cfg.repo)
-        if branch.startswith("flagtasks/"):
-            raise UsageError(
-                f"{cfg.repo} is on {branch}, which an in-place unpatch made (it has no "
-                f"{cfg.hardware.name}/): switch back first, e.g. git checkout -"
-            )
+    branch = _in_place_branch(cfg.repo)
+    if branch and not store.scan(cfg.hardware):
+        raise UsageError(
+            f"{cfg.repo} is on {branch}, which an in-place unpatch made (its "
+            f"{cfg.hardware.name}/ holds no adaptation): switch back first, e.g. git checkout -"
+        )
     return cfg
+
+
+def _in_place_branch(repo: Path) -> str | None:
+    """The `flagtasks/<DEV>/<BASE8>` branch the checkout is on, read from .git/HEAD."""
+    try:
+        head = (repo / ".git" / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    name = head.removeprefix("ref: refs/heads/")
+    return name if name != head and name.startswith("flagtasks/") else None
 
 
 def _finish_interrupted_switch(cfg: config.Config) -> None:
