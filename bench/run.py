@@ -160,12 +160,16 @@ def interleaved(
     return a, b
 
 
+RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+"""doit runs as installed: with its bytecode cached (PYTHONPYCACHEPREFIX, set in `run`)."""
+
+
 def doit(up: Path, *args: str) -> tuple[float, str]:
     """Run `doit ARGS` in the upstream; return (seconds, stdout). Failure -> FlagtasksFailed."""
     cmd = [str(DOIT), *args]
     settle()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=up, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=up, env=RUN_ENV, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise FlagtasksFailed(
@@ -786,6 +790,7 @@ def run(args: argparse.Namespace, root: Path, rows: list[Row]) -> None:
     )
     work = root / "work"
     work.mkdir()
+    RUN_ENV["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     if args.floor_only:
         rows += floor_only_rows(up, work, args.repeat)
         return

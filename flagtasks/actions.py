@@ -11,7 +11,6 @@ from pathlib import Path
 
 from . import (
     FORMAT_VERSION,
-    __version__,
     build,
     crypto,
     errors,
@@ -21,6 +20,7 @@ from . import (
     patches,
     plan,
     store,
+    version,
 )
 from .engine import reported
 from .errors import FlagtasksError, OperationError, UsageError
@@ -44,7 +44,7 @@ def _metadata(job: VendorJob, made: patches.Made, plaintext_sha: str, encrypted:
         "patch_sha256": plaintext_sha,
         "encrypted": encrypted,
         "format": FORMAT_VERSION,
-        "tool_version": __version__,
+        "tool_version": version(),
     }
 
 

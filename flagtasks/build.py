@@ -76,6 +76,8 @@ def lost_work(dest: Path, repo: Path) -> list[str]:
     found = marker(dest)
     if found is None:
         return [f"{dest} was not built by flagtasks (or its marker is damaged)"]
+    if found.get("updating"):
+        return []  # an update of ours was cut short: nothing in it is the user's
     if git.alternates_broken(dest):
         git.point_alternates(dest, git.objects_dir_cached(repo))
     losses = []
@@ -129,6 +131,11 @@ def _build_locked(spec: Spec, fill: Callable[[Path], None], force: bool) -> str:
             f"{spec.dest} is stale but holds your work: {'; '.join(losses)}. "
             "Commit it elsewhere or copy it out, or rerun with --force (the old tree is kept aside)"
         )
+    found = marker(spec.dest)
+    if not force and not losses and found and _updatable(spec.dest, found):
+        head = _update(spec, found, fill)
+        count = git.count_commits(spec.dest, f"{spec.base}..{head}")
+        return f"updated {spec.dest} in place (base {spec.base8} + {count} commit(s))"
     new = Path(tempfile.mkdtemp(prefix=f".{spec.dest.name}.new-", dir=parent))
     try:
         head = _fill(spec, new, fill)
@@ -139,6 +146,85 @@ def _build_locked(spec: Spec, fill: Callable[[Path], None], force: bool) -> str:
     count = git.count_commits(spec.dest, f"{spec.base}..{head}")
     report = f"built {spec.dest} (base {spec.base8} + {count} commit(s))"
     return report + (f"; your old tree is kept at {kept}" if kept else "")
+
+
+def _updatable(dest: Path, found: dict) -> bool:
+    """A finished tree of ours, on its branch at the head it was built with: then moving it
+    costs what differs (lost_work has already found none of the user's work in it)."""
+    head, branch = found.get("head"), found.get("branch")
+    if found.get("updating") or not isinstance(head, str) or not isinstance(branch, str):
+        return False
+    try:
+        return git.current_ref(dest) == branch and git.head(dest) == head
+    except GitError:
+        return False
+
+
+def _update(spec: Spec, found: dict, fill: Callable[[Path], None]) -> str:
+    """Move the tree from what it holds to base + the new patch with git's two-tree merge
+    (`read-tree -m -u`: only the files that differ are written), then `git am`.
+
+    The marker says "updating" before the first write, so a tree cut short is never taken
+    as up to date and the next run builds it afresh. A patch that does not apply puts the
+    tree back as it was. The result is what a fresh build gives: same commits, branch,
+    base tag and marker."""
+    dest = spec.dest
+    private = dest / ".git" / "flagtasks"
+    shutil.rmtree(private, ignore_errors=True)
+    private.mkdir(mode=0o700)
+    patch_file = private / "adaptation.patch"
+    try:
+        fill(patch_file)  # decrypts and checks; the tree is untouched until it succeeds
+        _write_marker(dest, {**found, "updating": True, "digest": None, "content": None})
+        git.move_tree(dest, spec.base)
+        git.point_branch(dest, spec.branch, spec.base, drop=found["branch"])
+        git.tag(dest, BASE_TAG, spec.base)
+        try:
+            git.am(dest, patch_file)
+            return _finish(spec, dest)
+        except OperationError:
+            _put_back(dest, found, spec.branch)
+            raise
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _put_back(dest: Path, found: dict, branch: str) -> None:
+    """Undo a failed update: the old commits are still in the tree's objects."""
+    git.am_abort(dest)
+    git.move_tree(dest, found["head"])
+    git.point_branch(dest, found["branch"], found["head"], drop=branch)
+    git.tag(dest, BASE_TAG, found["base"])
+    _write_marker(dest, found)
+
+
+def _finish(spec: Spec, tree: Path) -> str:
+    """Check the tree id the metadata promises, then write the marker: the last step."""
+    head = git.head(tree)
+    if spec.expect_tree:
+        got = git.tree_of(tree, head)
+        if got != spec.expect_tree:
+            raise OperationError(
+                f"the {spec.device} patch on {spec.base8} gives tree {got[:12]}, but its metadata "
+                f"says {spec.expect_tree[:12]}; regenerate the adaptation"
+            )
+    info = {
+        "digest": spec.digest,
+        "content": spec.content,
+        "head": head,
+        "base": spec.base,
+        "branch": spec.branch,
+        "device": spec.device,
+    }
+    _write_marker(tree, info)
+    return head
+
+
+def _write_marker(tree: Path, info: dict) -> None:
+    path = tree / ".git" / MARKER
+    tmp = path.with_name(f".{MARKER}.tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def _fill(spec: Spec, new: Path, fill: Callable[[Path], None]) -> str:
@@ -153,24 +239,7 @@ def _fill(spec: Spec, new: Path, fill: Callable[[Path], None]) -> str:
         git.am(new, patch_file)
     finally:
         shutil.rmtree(private, ignore_errors=True)
-    head = git.head(new)
-    if spec.expect_tree:
-        got = git.tree_of(new, head)
-        if got != spec.expect_tree:
-            raise OperationError(
-                f"the {spec.device} patch on {spec.base8} gives tree {got[:12]}, but its metadata "
-                f"says {spec.expect_tree[:12]}; regenerate the adaptation"
-            )
-    info = {
-        "digest": spec.digest,
-        "content": spec.content,
-        "head": head,
-        "base": spec.base,
-        "branch": spec.branch,
-        "device": spec.device,
-    }
-    (new / ".git" / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return head
+    return _finish(spec, new)
 
 
 def _swap(new: Path, dest: Path, keep_old: bool) -> Path | None:
@@ -236,143 +305,6 @@ def _sweep(parent: Path, name: str) -> None:
     for leftover in parent.glob(f".{name}.old-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     _empty_trash(parent.parent / TRASH)
-
-
-# ---- `unpatch` without --dir: the user's own checkout on a branch holding the adaptation
-
-
-JOURNAL = "flagtasks-switch.json"
-"""In the checkout's git folder while `switch_checkout` runs: where to go back to when the
-run is killed (SIGKILL, power loss), read by `recover_switch` at the next unpatch."""
-
-
-def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str:
-    """Switch a clean checkout (tracked files) to `flagtasks/<DEV>/<BASE8>` = base + the
-    patch in `patch_file`.
-
-    Untracked and ignored files stay: a switch that would overwrite one stops before it
-    starts (git itself overwrites ignored files). On any failure or interrupt the checkout
-    is put back where it was; `git am`'s copy of the patch is owner-only.
-    """
-    branch = f"flagtasks/{device}/{base[:8]}"
-    changes = git.tracked_changes(repo)
-    if changes:
-        raise OperationError(
-            f"{repo} has uncommitted changes ({len(changes)} path(s), e.g. {changes[0]}): "
-            "commit or stash them, or use --dir build"
-        )
-    if git.branch_exists(repo, branch):
-        raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
-    in_the_way = [p for p in git.added_between(repo, "HEAD", base) if _holds_data(repo / p)]
-    if in_the_way:
-        raise OperationError(
-            f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
-            f"are tracked in base {base[:8]} and would be overwritten: move them away, or "
-            "use --dir build"
-        )
-    before = git.current_ref(repo)
-    journal = git.git_dir(repo) / JOURNAL
-    store_json(journal, {"before": before, "branch": branch, "base": base})
-    try:
-        _switch_and_apply(repo, branch, base, patch_file, before)
-    finally:
-        journal.unlink(missing_ok=True)
-    return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
-
-
-def _holds_data(path: Path) -> bool:
-    """Something a switch that writes a file at `path` would overwrite or delete: a file or
-    link there, or a folder with any file in it (an empty one is nothing to lose)."""
-    if path.is_symlink() or path.is_file():
-        return True
-    return path.is_dir() and any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
-
-
-def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, before: str) -> None:
-    try:
-        git.switch_new(repo, branch, base)
-    except GitError as exc:
-        raise OperationError(f"cannot switch to {branch}: {exc.stderr.strip()[:300]}") from None
-    try:
-        old_umask = os.umask(0o077)  # git am's copy in .git/rebase-apply: owner-only
-        try:
-            git.am(repo, patch_file)
-        finally:
-            os.umask(old_umask)
-    except BaseException:
-        _undo_switch(repo, branch, before)
-        raise
-
-
-def _undo_switch(repo: Path, branch: str, before: str) -> None:
-    git.am_abort(repo)
-    git.switch_back(repo, before)
-    with contextlib.suppress(GitError):
-        git.delete_branch(repo, branch)
-
-
-def recover_switch(repo: Path) -> str | None:
-    """After a killed in-place unpatch: put the checkout back where it was, or keep the
-    finished branch; returns what was done, None when nothing was interrupted.
-
-    The journal exists only while flagtasks holds the checkout's lock and the checkout was
-    clean when it was written, so whatever differs from it now is the killed run's."""
-    gitdir = git.git_dir(repo)
-    journal = gitdir / JOURNAL
-    try:
-        data = json.loads(journal.read_text(encoding="utf-8"))
-        before, branch, base = (data[k] for k in ("before", "branch", "base"))
-    except (OSError, ValueError, KeyError, TypeError):
-        data, before = None, None
-    if not (data and all(isinstance(v, str) for v in (before, branch, base))):
-        journal.unlink(missing_ok=True)
-        return None
-    stale_lock = gitdir / "index.lock"  # the killed git was writing the index
-    torn = stale_lock.exists()
-    stale_lock.unlink(missing_ok=True)
-    said = _recover(repo, gitdir, (before, branch, base), torn)
-    journal.unlink(missing_ok=True)
-    return said
-
-
-def _recover(repo: Path, gitdir: Path, switch: tuple[str, str, str], torn: bool) -> str | None:
-    before, branch, base = switch
-    undone = f"an interrupted unpatch was undone: {repo} is back on {before}"
-    if git.current_ref(repo) == branch:
-        if (gitdir / "rebase-apply").exists() or git.head(repo) == base:
-            _undo_switch(repo, branch, before)
-            return undone
-        return f"an interrupted unpatch had finished: {repo} is on {branch}"
-    if git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):
-        return None  # the switch never started (or the user has moved on)
-    git.reset_hard(repo)
-    tracked = set(git.tracked_files(repo))
-    for path in git.added_between(repo, "HEAD", base):  # absent when the switch began
-        full = repo / path
-        if path not in tracked and (full.is_symlink() or full.is_file()):
-            full.unlink()
-            _prune_empty(full.parent, repo)
-    with contextlib.suppress(GitError):
-        git.delete_branch(repo, branch)
-    return undone
-
-
-def _prune_empty(folder: Path, top: Path) -> None:
-    while folder != top and folder.is_relative_to(top):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
-
-
-def store_json(path: Path, data: dict) -> None:
-    """Write a small owner-only JSON file of ours, replacing it whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out)
-    os.replace(tmp, path)
 
 
 def remove(dest: Path, repo: Path) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
-from . import __version__, errors
+from . import errors, version
 from .commands import init, matrix, patch, status, unpatch, verify
 
 EXAMPLES = {
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[debug],
     )
-    top.add_argument("--version", action="version", version=f"flagtasks {__version__}")
+    top.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     subs = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def sub(name: str, help_: str) -> argparse.ArgumentParser:
@@ -149,6 +150,14 @@ def parser() -> argparse.ArgumentParser:
     m = sub("matrix", "print the stored devices as a CI job matrix (JSON)")
     m.set_defaults(func=matrix.run)
     return top
+
+
+class _Version(argparse.Action):
+    """`--version`, reading the installed version only when asked (it costs start-up)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        sys.stdout.write(f"flagtasks {version()}\n")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, git
-from .errors import UsageError
+from .errors import GitError, UsageError
 from .names import check_device, check_rev
 
 if sys.version_info >= (3, 11):
@@ -109,13 +109,15 @@ def trusted_state(root: Path) -> Path:
     state = root / STATE_DIR
     if state.is_symlink():
         raise UsageError(f"{state} is a symbolic link: remove it (flagtasks makes the folder)")
-    if git.work_tree_top(root) is not None:
+    try:
         tracked = git.tracked_under(root, STATE_DIR)
-        if tracked:
-            raise UsageError(
-                f"{state} is tracked by git ({tracked[0]}): flagtasks' state must not come "
-                f"from the repository; git rm -r --cached {STATE_DIR} and commit"
-            )
+    except (GitError, OSError):
+        tracked = []  # not in a work tree: nothing can be tracked
+    if tracked:
+        raise UsageError(
+            f"{state} is tracked by git ({tracked[0]}): flagtasks' state must not come "
+            f"from the repository; git rm -r --cached {STATE_DIR} and commit"
+        )
     db = state / STATE_DB
     try:
         with db.open("rb") as handle:

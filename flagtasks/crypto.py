@@ -40,6 +40,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -49,17 +50,46 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives import padding as sym_padding
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import files
 from .errors import OperationError, UsageError
+
+
+class _Lazy(ModuleType):
+    """A module of `cryptography`, imported when first used: a run that touches no key (a
+    no-op build, a status of plaintext stores) does not pay a fifth of doit's start-up."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self.__name__)
+        return getattr(self._module, attr)
+
+
+if TYPE_CHECKING:
+    from cryptography import exceptions as _exc
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import padding as sym_padding
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.hazmat.primitives.ciphers import aead as _aead
+    from cryptography.hazmat.primitives.ciphers import algorithms, modes
+    from cryptography.hazmat.primitives.ciphers import base as _ciphers
+else:
+    _exc = _Lazy("cryptography.exceptions")
+    hashes = _Lazy("cryptography.hazmat.primitives.hashes")
+    serialization = _Lazy("cryptography.hazmat.primitives.serialization")
+    sym_padding = _Lazy("cryptography.hazmat.primitives.padding")
+    padding = _Lazy("cryptography.hazmat.primitives.asymmetric.padding")
+    rsa = _Lazy("cryptography.hazmat.primitives.asymmetric.rsa")
+    _aead = _Lazy("cryptography.hazmat.primitives.ciphers.aead")
+    algorithms = _Lazy("cryptography.hazmat.primitives.ciphers.algorithms")
+    modes = _Lazy("cryptography.hazmat.primitives.ciphers.modes")
+    _ciphers = _Lazy("cryptography.hazmat.primitives.ciphers.base")
 
 PRIVATE_KEY = "private_key.pem"
 PUBLIC_KEY = "public_key.pem"
@@ -198,7 +228,7 @@ def load_private_key(key_dir: Path) -> rsa.RSAPrivateKey:
         raise UsageError(
             f"{path} is passphrase-protected: store it unencrypted in an owner-only folder"
         ) from None
-    except (ValueError, UnsupportedAlgorithm):
+    except (ValueError, _exc.UnsupportedAlgorithm):
         raise UsageError(f"{path} is not a PEM private key: {hint}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise UsageError(f"{path} is not an RSA private key: {hint}")
@@ -254,7 +284,7 @@ def load_public_key(path: Path) -> rsa.RSAPublicKey:
         raise UsageError(f"{path} holds a private key: give its {PUBLIC_KEY} instead")
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm):
+    except (ValueError, _exc.UnsupportedAlgorithm):
         raise UsageError(f"{path} is not a PEM public key: {hint}") from None
     problem = _recipient_problem(key)
     if problem or not isinstance(key, rsa.RSAPublicKey):
@@ -291,7 +321,7 @@ def encrypt(plaintext: bytes, recipients: Sequence[rsa.RSAPublicKey]) -> bytes:
             raise UsageError(f"cannot encrypt for this recipient: {problem}")
         by_fingerprint[fingerprint(key)] = key
 
-    data_key = AESGCM.generate_key(bit_length=_DATA_KEY_BYTES * 8)
+    data_key = _aead.AESGCM.generate_key(bit_length=_DATA_KEY_BYTES * 8)
     nonce = os.urandom(_NONCE_BYTES)
     header = {
         "cipher": CIPHER,
@@ -303,7 +333,7 @@ def encrypt(plaintext: bytes, recipients: Sequence[rsa.RSAPublicKey]) -> bytes:
     }
     header_bytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     prefix = MAGIC + bytes([VERSION]) + _LENGTH.pack(len(header_bytes)) + header_bytes
-    return prefix + AESGCM(data_key).encrypt(nonce, plaintext, prefix)
+    return prefix + _aead.AESGCM(data_key).encrypt(nonce, plaintext, prefix)
 
 
 def _b64(data: bytes) -> str:
@@ -410,8 +440,8 @@ def decrypt(blob: bytes, private_key: rsa.RSAPrivateKey, *, name: str = "encrypt
     envelope = _parse(blob, name)
     data_key = _data_key(envelope.wrapped, private_key, name)
     try:
-        return AESGCM(data_key).decrypt(envelope.nonce, envelope.body, envelope.prefix)
-    except InvalidTag:
+        return _aead.AESGCM(data_key).decrypt(envelope.nonce, envelope.body, envelope.prefix)
+    except _exc.InvalidTag:
         raise OperationError(_failed(name)) from None
 
 
@@ -429,7 +459,7 @@ def decrypt_stream(
         return hashlib.sha256(plaintext).hexdigest()
     prefix, nonce, wrapped = _parse_header(head, size, name)
     data_key = _data_key(wrapped, private_key, name)
-    decryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).decryptor()
+    decryptor = _ciphers.Cipher(algorithms.AES(data_key), modes.GCM(nonce)).decryptor()
     decryptor.authenticate_additional_data(prefix)
     digest = hashlib.sha256()
     pending = head[len(prefix) :]
@@ -451,7 +481,7 @@ def decrypt_stream(
         raise OperationError(_failed(name))
     try:
         decryptor.finalize_with_tag(pending)
-    except InvalidTag:
+    except _exc.InvalidTag:
         raise OperationError(_failed(name)) from None
     return digest.hexdigest()
 
@@ -496,7 +526,7 @@ def _decrypt_legacy(blob: bytes, private_key: rsa.RSAPrivateKey, name: str) -> b
         raise OperationError(failed) from None
     if len(aes_key) != _DATA_KEY_BYTES:
         raise OperationError(failed)
-    decryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).decryptor()
+    decryptor = _ciphers.Cipher(algorithms.AES(aes_key), modes.CBC(iv)).decryptor()
     padded = decryptor.update(body) + decryptor.finalize()
     unpadder = sym_padding.PKCS7(_BLOCK_BYTES * 8).unpadder()
     try:
@@ -650,7 +680,7 @@ def is_der_private_key(data: bytes) -> bool:
         serialization.load_der_private_key(
             data[: outer[2]], password=None, unsafe_skip_rsa_key_validation=True
         )
-    except (TypeError, UnsupportedAlgorithm):
+    except (TypeError, _exc.UnsupportedAlgorithm):
         return True  # encrypted, or a key of an algorithm this build does not know
     except ValueError:
         return False

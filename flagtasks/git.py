@@ -393,6 +393,20 @@ def checkout_new(path: Path, branch: str, base: str) -> None:
     run(path, "read-tree", "-u", "--reset", "HEAD", config=CHECKOUT_CONFIG)
 
 
+def move_tree(path: Path, rev: str) -> None:
+    """Move index and work tree from HEAD's commit to `rev`, writing only the files that
+    differ (two-tree merge); HEAD itself is not moved."""
+    run(path, "read-tree", "-m", "-u", "HEAD", rev, config=CHECKOUT_CONFIG)
+
+
+def point_branch(path: Path, branch: str, rev: str, drop: str | None = None) -> None:
+    """Put HEAD on `branch` = `rev`, deleting the branch `drop` it was on (if another)."""
+    run(path, "update-ref", f"refs/heads/{branch}", rev)
+    run(path, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    if drop and drop != branch:
+        run(path, "update-ref", "-d", f"refs/heads/{drop}")
+
+
 def tag(path: Path, name: str, rev: str) -> None:
     run(path, "update-ref", f"refs/tags/{name}", rev)
 
@@ -529,6 +543,17 @@ def switch_new(repo: Path, branch: str, base: str) -> None:
 
 def git_dir(repo: Path) -> Path:
     return Path(text(repo, "rev-parse", "--absolute-git-dir"))
+
+
+def written_between(repo: Path, old: str, new: str) -> list[tuple[str, bool]]:
+    """(path, executable) of the regular files commit `new` adds or changes over `old`."""
+    out = run(repo, "diff", "--raw", "-z", "--no-renames", "--diff-filter=AMT", old, new)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    return [
+        (path, status.split()[1] == "100755")
+        for status, path in zip(fields[::2], fields[1::2], strict=False)
+        if status and status.split()[1] in ("100644", "100755")
+    ]
 
 
 def added_between(repo: Path, old: str, new: str) -> list[str]:

@@ -11,7 +11,6 @@ import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from pathlib import Path
 from typing import NoReturn
 
@@ -93,6 +92,8 @@ def subject(patch: bytes) -> str:
     if not found:
         return "(no subject)"
     raw = re.sub(rb"\n[ \t]+", b" ", found.group(1)).decode("utf-8", "replace")
+    from email.header import decode_header, make_header  # messages only: not at start-up
+
     with contextlib.suppress(ValueError, LookupError):
         raw = str(make_header(decode_header(raw)))
     return re.sub(r"^\[PATCH[^\]]*\]\s*", "", raw)

@@ -139,7 +139,7 @@ def record_pick(state_dir: Path, device: str, base8: str, key: Path | None) -> N
 
 def make(config: Config, build_root: Path | None = None, force: bool = False) -> Plan:
     """The Plan for `config`; `build_root` overrides `[upstream] build` (CLI --dir)."""
-    if not config.repo.is_dir() or not git.is_repo(config.repo):
+    if not config.repo.is_dir() or not _looks_like_repo(config.repo):
         raise UsageError(
             f"upstream.repo {config.repo} is not a git repository: set [upstream] repo in "
             f"{config.source or 'config.toml'} or run from the root of an upstream checkout"
@@ -181,6 +181,12 @@ def make(config: Config, build_root: Path | None = None, force: bool = False) ->
         )
     builds = _builds(config, stored, vendors, shas, build_root or config.build)
     return Plan(config=config, vendors=vendors, stored=stored, builds=builds, force=force)
+
+
+def _looks_like_repo(path: Path) -> bool:
+    """A checkout's root holds `.git` (a folder, or a file in a linked worktree or a
+    submodule); anything else asks git, once."""
+    return (path / ".git").exists() or git.is_repo(path)
 
 
 def _meta_base(adaptation: store.Adaptation) -> str | None:

@@ -117,19 +117,41 @@ def load_adaptation(hardware: Path, device: str, base8: str) -> Adaptation | Non
 
 
 def scan(hardware: Path) -> dict[str, dict[str, Adaptation]]:
-    """Every well-named adaptation in the store: device -> base8 -> Adaptation."""
+    """Every well-named adaptation in the store: device -> base8 -> Adaptation. Links are
+    never followed (os.scandir, one pass: this runs at every doit start-up)."""
     found: dict[str, dict[str, Adaptation]] = {}
-    if not hardware.is_dir():
+    try:
+        devices = sorted(os.scandir(hardware), key=lambda e: e.name)
+    except OSError:
         return found
-    for dev_dir in sorted(hardware.iterdir()):
-        if not dev_dir.is_dir() or dev_dir.is_symlink() or not is_device(dev_dir.name):
+    for dev in devices:
+        if not is_device(dev.name) or not dev.is_dir(follow_symlinks=False):
             continue
-        for base_dir in sorted(dev_dir.iterdir()):
-            if base_dir.is_dir() and not base_dir.is_symlink() and is_base8(base_dir.name):
-                found_one = load_adaptation(hardware, dev_dir.name, base_dir.name)
-                if found_one:
-                    found.setdefault(dev_dir.name, {})[base_dir.name] = found_one
+        try:
+            bases = sorted(os.scandir(dev.path), key=lambda e: e.name)
+        except OSError:
+            continue
+        for base in bases:
+            if is_base8(base.name) and base.is_dir(follow_symlinks=False):
+                one = _adaptation_in(Path(base.path), dev.name, base.name)
+                if one:
+                    found.setdefault(dev.name, {})[base.name] = one
     return found
+
+
+def _adaptation_in(folder: Path, device: str, base8: str) -> Adaptation | None:
+    names = set(os.listdir(folder))
+    plain, encrypted = f"{base8}{PATCH}", f"{base8}{ENCRYPTED}"
+    if plain not in names and encrypted not in names:
+        return None
+    return Adaptation(
+        device=device,
+        base8=base8,
+        folder=folder,
+        plain=folder / plain if plain in names else None,
+        encrypted=folder / encrypted if encrypted in names else None,
+        meta=read_meta(folder / META) if META in names else None,
+    )
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> bool:

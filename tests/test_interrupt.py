@@ -234,7 +234,13 @@ BUILD_PHASES = [
     f"build/{DEV}/.FlagScale.new-*/.git/rebase-apply",  # `git am` is applying the patch
     "build/.flagtasks-trash/*",  # swapped in; the old tree is being moved to the trash
 ]
-"""Every rebuild passes each of these long enough for a 1 ms poll to see it."""
+"""Every fresh rebuild (`--force`) passes each of these long enough for a 1 ms poll to see it."""
+
+UPDATE_PHASES = [
+    f"build/{DEV}/FlagScale/.git/flagtasks/adaptation.patch",  # the new patch is written
+    f"build/{DEV}/FlagScale/.git/rebase-apply",  # moved to the base; `git am` is applying
+]
+"""An update in place (a changed patch, no --force) passes each of these."""
 
 
 def install(project: Path, template: Template, version: Version) -> None:
@@ -245,9 +251,13 @@ def install(project: Path, template: Template, version: Version) -> None:
 
 
 def tree_after_kill(dest: Path, allowed: set[str]) -> str | None:
-    """The build tree is absent, or a complete repository of one of the allowed trees."""
+    """The build tree is absent, a complete repository of one of the allowed trees, or an
+    update in place cut short, which its marker says is not up to date."""
     if not dest.exists():
         return None
+    marker = dest / ".git" / "flagtasks-build.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("updating"):
+        return "updating"
     assert (dest / ".git" / "HEAD").is_file(), f"{dest} is a half tree: no .git/HEAD"
     head_tree = git(dest, "rev-parse", "HEAD^{tree}")
     assert head_tree in allowed, f"{dest} holds tree {head_tree}, neither the old nor the new"
@@ -256,7 +266,9 @@ def tree_after_kill(dest: Path, allowed: set[str]) -> str | None:
     return head_tree
 
 
-def unpatch_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
+def unpatch_sweep(
+    template: Template, tmp_path: Path, plan: list[Kill], force: bool = False
+) -> None:
     project = copy_of(template.path, tmp_path)
     write_config(project, {})  # user side: the store only, no [vendor] section
     install(project, template, template.versions[0])
@@ -267,7 +279,8 @@ def unpatch_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
     for number, kill in enumerate(plan, start=1):
         new = template.versions[number % 2]
         install(project, template, new)
-        killed = run_and_kill(project, [f"unpatch:{DEV}"], kill)
+        args = [f"unpatch:{DEV}", *(["--force"] if force else [])]
+        killed = run_and_kill(project, args, kill)
         where = f"after {kill} ({number}/{len(plan)}):\n{describe(killed)}"
         try:
             tree_after_kill(dest, allowed)
@@ -283,18 +296,28 @@ def unpatch_sweep(template: Template, tmp_path: Path, plan: list[Kill]) -> None:
         assert executed(again) == [], where + describe(again)
 
 
-def _unpatch_plan(sig: signal.Signals, group: bool) -> list[Kill]:
-    return kills(BUILD_PHASES, [i * 0.1 for i in range(15)], [(sig, group)], must_fire=True)
+def _unpatch_plan(sig: signal.Signals, group: bool, phases: list[str]) -> list[Kill]:
+    return kills(phases, [i * 0.1 for i in range(15)], [(sig, group)], must_fire=True)
 
 
 def test_killed_unpatch_leaves_old_or_new_tree(template: Template, tmp_path: Path) -> None:
-    """The quick sweep: SIGKILL once the base is checked out in the new tree and while the
-    old one is deleted, SIGINT and SIGTERM while `git am` runs."""
+    """The quick sweep of a fresh rebuild: SIGKILL once the base is checked out in the new
+    tree and while the old one is deleted, SIGINT and SIGTERM while `git am` runs."""
     mid_am = BUILD_PHASES[2]
     plan = [
         *kills([BUILD_PHASES[1], BUILD_PHASES[3]], [], [SIGNALS[0]], must_fire=True),
         Kill(signal.SIGINT, when=mid_am, must_fire=True),
         Kill(signal.SIGTERM, when=mid_am, group=False, must_fire=True),
+    ]
+    unpatch_sweep(template, tmp_path, plan, force=True)
+
+
+def test_killed_update_in_place_is_repaired(template: Template, tmp_path: Path) -> None:
+    """The quick sweep of an update in place: every signal at each phase, and SIGKILL at
+    growing delays; the next run gives the exact tree, the one after does nothing."""
+    plan = [
+        *kills(UPDATE_PHASES, [], SIGNALS, must_fire=True),
+        *kills([], [0.05 * i for i in range(1, 9)], [SIGNALS[0]]),
     ]
     unpatch_sweep(template, tmp_path, plan)
 
@@ -304,7 +327,8 @@ def test_killed_unpatch_leaves_old_or_new_tree(template: Template, tmp_path: Pat
 def test_killed_unpatch_at_many_points(
     template: Template, tmp_path: Path, sig: signal.Signals, group: bool
 ) -> None:
-    unpatch_sweep(template, tmp_path, _unpatch_plan(sig, group))
+    unpatch_sweep(template, tmp_path, _unpatch_plan(sig, group, BUILD_PHASES), force=True)
+    unpatch_sweep(template, tmp_path / "update", _unpatch_plan(sig, group, UPDATE_PHASES))
 
 
 def test_killed_forced_rebuild_keeps_the_users_work(template: Template, tmp_path: Path) -> None:

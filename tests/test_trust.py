@@ -404,8 +404,8 @@ def test_a_40000_patch_series_is_checked(stored: Path) -> None:
 def test_in_place_switch_ignores_gitlinks_and_empty_folders(tmp_path: Path) -> None:
     """Found on FlagScale: an old base pins megatron/.../local_recipes as a submodule and a
     checkout keeps its empty folder; neither is something a switch would overwrite."""
-    from flagtasks import build as build_mod
     from flagtasks import git as git_mod
+    from flagtasks import switch as build_mod
 
     repo = tmp_path / "repo"
     repo.mkdir()

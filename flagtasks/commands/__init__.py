@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import build, config, engine, errors, git, lock, plan, store, tasks
+from .. import config, engine, errors, git, lock, plan, store, switch, tasks
 from ..errors import UsageError
 
 
@@ -43,9 +43,9 @@ def _finish_interrupted_switch(cfg: config.Config) -> None:
         if not git.is_repo(cfg.repo):
             return
         gitdir = git.git_dir(cfg.repo)
-    if (gitdir / build.JOURNAL).exists():
+    if (gitdir / switch.JOURNAL).exists():
         take_lock(cfg)
-        said = build.recover_switch(cfg.repo)
+        said = switch.recover_switch(cfg.repo)
         if said:
             print(said)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import actions, build, config, git, plan, store
+from .. import actions, config, git, plan, store, switch
 from ..config import Config
 from ..errors import UsageError
 from ..names import check_device, check_rev, is_base8
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             note = actions.write_checked_plaintext(
                 stored, key or keys.get(stored.device), meta, patch_file
             )
-            print(note + build.switch_checkout(cfg.repo, stored.device, stored.base, patch_file))
+            print(note + switch.switch_checkout(cfg.repo, stored.device, stored.base, patch_file))
         return 0
     code = run_tasks(p, ["run", *[f"unpatch:{d}" for d in devices]])
     if code == 0:

@@ -1,0 +1,151 @@
+"""`unpatch` without --dir: the user's own checkout switched to a branch holding the adaptation.
+
+The checkout is the user's: a switch that would overwrite an untracked or ignored file
+does not start, any failure or signal puts the checkout back, and a journal in its git
+folder lets the next command undo (or finish) a switch that was killed outright.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from . import git
+from .errors import GitError, OperationError, UsageError
+
+JOURNAL = "flagtasks-switch.json"
+"""In the checkout's git folder while `switch_checkout` runs: where to go back to when the
+run is killed (SIGKILL, power loss), read by `recover_switch` at the next unpatch."""
+
+
+def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str:
+    """Switch a clean checkout (tracked files) to `flagtasks/<DEV>/<BASE8>` = base + the
+    patch in `patch_file`.
+
+    Untracked and ignored files stay: a switch that would overwrite one stops before it
+    starts (git itself overwrites ignored files). On any failure or interrupt the checkout
+    is put back where it was; `git am`'s copy of the patch is owner-only.
+    """
+    branch = f"flagtasks/{device}/{base[:8]}"
+    changes = git.tracked_changes(repo)
+    if changes:
+        raise OperationError(
+            f"{repo} has uncommitted changes ({len(changes)} path(s), e.g. {changes[0]}): "
+            "commit or stash them, or use --dir build"
+        )
+    if git.branch_exists(repo, branch):
+        raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
+    in_the_way = [p for p in git.added_between(repo, "HEAD", base) if _holds_data(repo / p)]
+    if in_the_way:
+        raise OperationError(
+            f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
+            f"are tracked in base {base[:8]} and would be overwritten: move them away, or "
+            "use --dir build"
+        )
+    before = git.current_ref(repo)
+    journal = git.git_dir(repo) / JOURNAL
+    store_json(journal, {"before": before, "branch": branch, "base": base})
+    try:
+        _switch_and_apply(repo, branch, base, patch_file, before)
+    finally:
+        journal.unlink(missing_ok=True)
+    return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+
+
+def _holds_data(path: Path) -> bool:
+    """Something a switch that writes a file at `path` would overwrite or delete: a file or
+    link there, or a folder with any file in it (an empty one is nothing to lose)."""
+    if path.is_symlink() or path.is_file():
+        return True
+    return path.is_dir() and any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
+
+
+def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, before: str) -> None:
+    try:
+        git.switch_new(repo, branch, base)
+    except GitError as exc:
+        raise OperationError(f"cannot switch to {branch}: {exc.stderr.strip()[:300]}") from None
+    old_umask = os.umask(0o077)  # git am's copy in .git/rebase-apply: owner-only
+    try:
+        git.am(repo, patch_file)
+    except BaseException:
+        os.umask(old_umask)
+        _undo_switch(repo, branch, before)
+        raise
+    os.umask(old_umask)
+    for path, executable in git.written_between(repo, base, "HEAD"):  # as git would write them
+        with contextlib.suppress(OSError):
+            os.chmod(repo / path, (0o777 if executable else 0o666) & ~old_umask)
+
+
+def _undo_switch(repo: Path, branch: str, before: str) -> None:
+    git.am_abort(repo)
+    git.switch_back(repo, before)
+    with contextlib.suppress(GitError):
+        git.delete_branch(repo, branch)
+
+
+def recover_switch(repo: Path) -> str | None:
+    """After a killed in-place unpatch: put the checkout back where it was, or keep the
+    finished branch; returns what was done, None when nothing was interrupted.
+
+    The journal exists only while flagtasks holds the checkout's lock and the checkout was
+    clean when it was written, so whatever differs from it now is the killed run's."""
+    gitdir = git.git_dir(repo)
+    journal = gitdir / JOURNAL
+    try:
+        data = json.loads(journal.read_text(encoding="utf-8"))
+        before, branch, base = (data[k] for k in ("before", "branch", "base"))
+    except (OSError, ValueError, KeyError, TypeError):
+        data, before = None, None
+    if not (data and all(isinstance(v, str) for v in (before, branch, base))):
+        journal.unlink(missing_ok=True)
+        return None
+    stale_lock = gitdir / "index.lock"  # the killed git was writing the index
+    torn = stale_lock.exists()
+    stale_lock.unlink(missing_ok=True)
+    said = _recover(repo, gitdir, (before, branch, base), torn)
+    journal.unlink(missing_ok=True)
+    return said
+
+
+def _recover(repo: Path, gitdir: Path, switch: tuple[str, str, str], torn: bool) -> str | None:
+    before, branch, base = switch
+    undone = f"an interrupted unpatch was undone: {repo} is back on {before}"
+    if git.current_ref(repo) == branch:
+        if (gitdir / "rebase-apply").exists() or git.head(repo) == base:
+            _undo_switch(repo, branch, before)
+            return undone
+        return f"an interrupted unpatch had finished: {repo} is on {branch}"
+    if git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):
+        return None  # the switch never started (or the user has moved on)
+    git.reset_hard(repo)
+    tracked = set(git.tracked_files(repo))
+    for path in git.added_between(repo, "HEAD", base):  # absent when the switch began
+        full = repo / path
+        if path not in tracked and (full.is_symlink() or full.is_file()):
+            full.unlink()
+            _prune_empty(full.parent, repo)
+    with contextlib.suppress(GitError):
+        git.delete_branch(repo, branch)
+    return undone
+
+
+def _prune_empty(folder: Path, top: Path) -> None:
+    while folder != top and folder.is_relative_to(top):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def store_json(path: Path, data: dict) -> None:
+    """Write a small owner-only JSON file of ours, replacing it whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    os.replace(tmp, path)
