@@ -426,3 +426,17 @@ def test_in_place_switch_ignores_gitlinks_and_empty_folders(tmp_path: Path) -> N
     assert not build_mod._holds_data(repo / "sub")
     (repo / "sub" / "data.bin").write_bytes(b"x")
     assert build_mod._holds_data(repo / "sub")
+
+
+def test_in_place_unpatch_writes_files_with_the_users_modes(stored: Path) -> None:
+    """git am runs under umask 077 (its copy of the patch is owner-only); the files it
+    writes into the user's checkout still get the modes the user's umask gives."""
+    flagtasks(stored, "unpatch", "--device-type", A, "--commit-id", V10_8)
+    written = git(stored, "diff", "--name-only", "--diff-filter=AM", f"{V10_8}..HEAD").split()
+    assert written
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in written:
+        mode = (stored / path).stat().st_mode & 0o777
+        executable = bool(mode & 0o100)
+        assert mode == (0o777 if executable else 0o666) & ~mask, (path, oct(mode))
