@@ -318,8 +318,8 @@ def write_checked_plaintext(job: StoredJob, key: Path | None, meta: dict, path: 
             raise OperationError(f"{job.patch}: cannot be read ({exc.strerror})") from None
     note = _authenticity(job, meta, digest)
     with path.open("rb") as handle:
-        patches.check_bodies(handle)
-    return note
+        moved = patches.check_bodies(handle)
+    return note + patches.gitlink_note(moved)
 
 
 def clean_tree(state_dir: Path, repo: Path, dest: Path) -> None:

@@ -545,6 +545,17 @@ def git_dir(repo: Path) -> Path:
     return Path(text(repo, "rev-parse", "--absolute-git-dir"))
 
 
+def gitlinks_changed(repo: Path, old: str, new: str) -> list[str]:
+    """Submodule paths whose gitlink is added, moved or removed between two commits."""
+    out = run(repo, "diff", "--raw", "-z", "--no-renames", old, new)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    return [
+        path
+        for status, path in zip(fields[::2], fields[1::2], strict=False)
+        if status and "160000" in status.lstrip(":").split()[:2]
+    ]
+
+
 def written_between(repo: Path, old: str, new: str) -> list[tuple[str, bool]]:
     """(path, executable) of the regular files commit `new` adds or changes over `old`."""
     out = run(repo, "diff", "--raw", "-z", "--no-renames", "--diff-filter=AMT", old, new)

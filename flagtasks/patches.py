@@ -49,10 +49,17 @@ def split(mbox: bytes) -> list[bytes]:
     return parts
 
 
-def check_bodies(lines: Iterable[bytes]) -> None:
-    """`split`'s body check over a patch file read line by line (a build streams it)."""
+def check_bodies(lines: Iterable[bytes]) -> list[str]:
+    """`split`'s body check over a patch file read line by line (a build streams it);
+    returns the submodules whose commit the patch moves (see `gitlink_note`)."""
     number, header = 0, list[bytes]()
+    moved: set[bytes] = set()
+    diff = b""
     for line in lines:
+        if line.startswith(b"diff --git a/"):
+            diff = line[13:].split(b" ", 1)[0]
+        elif line.startswith(b"+Subproject commit "):
+            moved.add(diff)
         if _FROM.match(line):
             if header:
                 plain_body(b"".join(header), number)
@@ -65,6 +72,7 @@ def check_bodies(lines: Iterable[bytes]) -> None:
                 header = []
     if header:
         plain_body(b"".join(header), number)
+    return sorted(m.decode("utf-8", "replace") for m in moved)
 
 
 _ENCODING = re.compile(rb"^content-transfer-encoding:[ \t]*([^\s;]+)", re.MULTILINE | re.I)
@@ -160,6 +168,7 @@ def apply_tree(repo: Path, base: str, mbox: bytes) -> str:
 def make(repo: Path, base: str, current: str, mode: str) -> Made:
     """Generate base..current in `mode` ("series", "squash" or "auto") and prove it exact."""
     _refuse_unrelated_base(repo, base, current)
+    _refuse_submodule_changes(repo, base, current)
     tree = git.tree_of(repo, current)
     if tree == git.tree_of(repo, base):
         raise UsageError(
@@ -184,6 +193,31 @@ def make(repo: Path, base: str, current: str, mode: str) -> Made:
         if problem is not None:
             raise OperationError(f"squash of {current[:8]} does not reproduce it: {problem}")
         return Made(data, "squash", tree, 1, note)
+
+
+def _refuse_submodule_changes(repo: Path, base: str, current: str) -> None:
+    """A patch holds only a moved submodule's commit id, never the vendor's commits inside
+    it: storing it would lose that work without a word. Until submodule adaptations are
+    stored, such a range is refused."""
+    moved = git.gitlinks_changed(repo, base, current)
+    if moved:
+        raise UsageError(
+            f"submodule {moved[0]} differs between base {base[:8]} and current {current[:8]} "
+            f"({len(moved)} submodule(s)): flagtasks does not store changes inside submodules "
+            "yet and would lose them; keep the submodules at the base's commits in this "
+            "adaptation (git checkout <base> -- <path>, commit)"
+        )
+
+
+def gitlink_note(moved: list[str]) -> str:
+    """What a user is told when a stored patch (from another tool) moves a submodule."""
+    if not moved:
+        return ""
+    return (
+        f"note: the patch moves {len(moved)} submodule(s) (e.g. {moved[0]}) to a vendor "
+        f"commit; flagtasks does not build submodules: run git submodule update --init "
+        f"{moved[0]} in the tree (it needs that commit)\n"
+    )
 
 
 def _refuse_unrelated_base(repo: Path, base: str, current: str) -> None:
