@@ -98,22 +98,11 @@ def file_digest(path: Path) -> str | None:
 
 
 def load_adaptation(hardware: Path, device: str, base8: str) -> Adaptation | None:
+    """One adaptation, as `scan` finds it (None when the folder holds no patch)."""
     folder = hardware / device / base8
-    plain = folder / f"{base8}{PATCH}"
-    encrypted = folder / f"{base8}{ENCRYPTED}"
-    # a link counts as there, so reading it says what it is (links are never followed)
-    has_plain = plain.is_file() or plain.is_symlink()
-    has_enc = encrypted.is_file() or encrypted.is_symlink()
-    if not (has_plain or has_enc):
+    if folder.is_symlink() or folder.parent.is_symlink() or not folder.is_dir():
         return None
-    return Adaptation(
-        device=device,
-        base8=base8,
-        folder=folder,
-        plain=plain if has_plain else None,
-        encrypted=encrypted if has_enc else None,
-        meta=read_meta(folder / META),
-    )
+    return _adaptation_in(folder, device, base8)
 
 
 def scan(hardware: Path) -> dict[str, dict[str, Adaptation]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from . import git
@@ -46,9 +47,10 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
         )
     before = git.current_ref(repo)
     journal = git.git_dir(repo) / JOURNAL
-    store_json(journal, {"before": before, "branch": branch, "base": base})
+    creates = _created_by(patch_file)
+    store_json(journal, {"before": before, "branch": branch, "base": base, "creates": creates})
     try:
-        _switch_and_apply(repo, branch, base, patch_file, before)
+        _switch_and_apply(repo, branch, base, patch_file, (before, creates))
     finally:
         journal.unlink(missing_ok=True)
     return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
@@ -62,7 +64,23 @@ def _holds_data(path: Path) -> bool:
     return path.is_dir() and any(p.is_file() or p.is_symlink() for p in path.rglob("*"))
 
 
-def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, before: str) -> None:
+def _created_by(patch_file: Path) -> list[str]:
+    """The files the patch creates: absent before the switch (git am refuses to overwrite
+    one), so whatever a cut-short `git am` left of them is removed when it is undone."""
+    created, target = [], None
+    with patch_file.open("rb") as lines:
+        for line in lines:
+            if line.startswith(b"diff --git a/"):
+                target = line.rstrip(b"\n").rsplit(b" b/", 1)[-1]
+            elif line.startswith(b"new file mode ") and target:
+                created.append(target.decode("utf-8", "surrogateescape"))
+    return created
+
+
+def _switch_and_apply(
+    repo: Path, branch: str, base: str, patch_file: Path, back: tuple[str, list[str]]
+) -> None:
+    before, creates = back
     try:
         git.switch_new(repo, branch, base)
     except GitError as exc:
@@ -72,7 +90,7 @@ def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, befo
         git.am(repo, patch_file)
     except BaseException:
         os.umask(old_umask)
-        _undo_switch(repo, branch, before)
+        _undo_switch(repo, branch, before, creates)
         raise
     os.umask(old_umask)
     for path, executable in git.written_between(repo, base, "HEAD"):  # as git would write them
@@ -80,8 +98,21 @@ def _switch_and_apply(repo: Path, branch: str, base: str, patch_file: Path, befo
             os.chmod(repo / path, (0o777 if executable else 0o666) & ~old_umask)
 
 
-def _undo_switch(repo: Path, branch: str, before: str) -> None:
+def _undo_switch(repo: Path, branch: str, before: str, creates: list[str]) -> None:
+    """Back to `before`. The checkout was clean when the switch began, so whatever differs
+    from the branch now is the cut-short `git am`'s: reset, and remove the files it made."""
     git.am_abort(repo)
+    leftover = git.git_dir(repo) / "rebase-apply"  # an am killed while it set up
+    if leftover.exists():
+        shutil.rmtree(leftover, ignore_errors=True)
+    if git.current_ref(repo) == branch:
+        git.reset_hard(repo)
+        tracked = set(git.tracked_files(repo))
+        for path in creates:
+            full = repo / path
+            if path not in tracked and (full.is_symlink() or full.is_file()):
+                full.unlink()
+                _prune_empty(full.parent, repo)
     git.switch_back(repo, before)
     with contextlib.suppress(GitError):
         git.delete_branch(repo, branch)
@@ -98,25 +129,28 @@ def recover_switch(repo: Path) -> str | None:
     try:
         data = json.loads(journal.read_text(encoding="utf-8"))
         before, branch, base = (data[k] for k in ("before", "branch", "base"))
+        creates = [p for p in data.get("creates", []) if isinstance(p, str)]
     except (OSError, ValueError, KeyError, TypeError):
         data, before = None, None
     if not (data and all(isinstance(v, str) for v in (before, branch, base))):
         journal.unlink(missing_ok=True)
         return None
-    stale_lock = gitdir / "index.lock"  # the killed git was writing the index
-    torn = stale_lock.exists()
-    stale_lock.unlink(missing_ok=True)
-    said = _recover(repo, gitdir, (before, branch, base), torn)
+    torn = (gitdir / "index.lock").exists()  # the killed git was writing the index
+    for name in ("index", "HEAD", "ORIG_HEAD", f"refs/heads/{branch}", f"refs/heads/{before}"):
+        (gitdir / f"{name}.lock").unlink(missing_ok=True)  # left by the killed git
+    said = _recover(repo, gitdir, (before, branch, base), torn, creates)
     journal.unlink(missing_ok=True)
     return said
 
 
-def _recover(repo: Path, gitdir: Path, switch: tuple[str, str, str], torn: bool) -> str | None:
+def _recover(
+    repo: Path, gitdir: Path, switch: tuple[str, str, str], torn: bool, creates: list[str]
+) -> str | None:
     before, branch, base = switch
     undone = f"an interrupted unpatch was undone: {repo} is back on {before}"
     if git.current_ref(repo) == branch:
         if (gitdir / "rebase-apply").exists() or git.head(repo) == base:
-            _undo_switch(repo, branch, before)
+            _undo_switch(repo, branch, before, creates)
             return undone
         return f"an interrupted unpatch had finished: {repo} is on {branch}"
     if git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):

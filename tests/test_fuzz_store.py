@@ -475,7 +475,28 @@ def short(run_: Run, lines: int = 6) -> str:
     )
 
 
-@pytest.mark.parametrize(("where", "shape"), CASES, ids=[f"{w}-{s}" for w, s in CASES])
+FAST = {
+    ("patch", "secret"),
+    ("patch", "huge"),
+    ("encrypted", "random"),
+    ("encrypted", "devzero"),
+    ("meta", "fifo"),
+    ("meta", "json-deep-open"),
+    ("meta", "json-types-0"),
+    ("hetero", "secret"),
+    ("device", "outside-store"),
+    ("base", "outside-base"),
+}
+"""One case per kind of place and shape runs in the fast suite; CI runs all of them (slow)."""
+
+
+@pytest.mark.parametrize(
+    ("where", "shape"),
+    [
+        pytest.param(w, s, id=f"{w}-{s}", marks=() if (w, s) in FAST else pytest.mark.slow)
+        for w, s in CASES
+    ],
+)
 def test_fuzzed_store(fuzzed: Fuzzed, tmp_path: Path, where: str, shape: str) -> None:
     place = PLACES[where]
     case = f"{where}-{shape}"

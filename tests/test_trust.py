@@ -308,12 +308,12 @@ def test_killed_in_place_unpatch_of_an_encrypted_patch(stored: Path, tmp_path: P
     wanted = rev(stored, f"vendor/{A}^{{tree}}")
     command = ["unpatch", "--device-type", A, "--commit-id", V10_8, "--key-path", str(keys)]
     outcomes = set()
-    for step in range(12):
+    for step in range(8):
         proc = subprocess.Popen(
             [FLAGTASKS, *command], cwd=stored, env=run_env(), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(0.05 + 0.06 * step)
+        time.sleep(0.05 + 0.09 * step)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         stored = p.builds[devices[0]].stored
         assert stored.base is not None
         meta = actions.checked_meta(stored)
+        for leftover in cfg.state_dir.glob("patch-*"):  # of a killed run (we hold the lock)
+            shutil.rmtree(leftover, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="patch-", dir=cfg.state_dir) as private:
             patch_file = Path(private) / "adaptation.patch"
             note = actions.write_checked_plaintext(
