@@ -38,16 +38,18 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
         )
     if git.branch_exists(repo, branch):
         raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
-    in_the_way = [p for p in git.added_between(repo, "HEAD", base) if _holds_data(repo / p)]
+    tracked = set(git.tracked_files(repo))  # on HEAD: the switch replaces those itself
+    creates = _created_by(patch_file)
+    written = [*git.added_between(repo, "HEAD", base), *(p for p in creates if p not in tracked)]
+    in_the_way = [p for p in written if _holds_data(repo / p)]
     if in_the_way:
         raise OperationError(
             f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
-            f"are tracked in base {base[:8]} and would be overwritten: move them away, or "
-            "use --dir build"
+            f"are written by base {base[:8]} or the adaptation and would be overwritten: "
+            "move them away, or use --dir build"
         )
     before = git.current_ref(repo)
     journal = git.git_dir(repo) / JOURNAL
-    creates = _created_by(patch_file)
     store_json(journal, {"before": before, "branch": branch, "base": base, "creates": creates})
     try:
         _switch_and_apply(repo, branch, base, patch_file, (before, creates))
