@@ -18,7 +18,7 @@ from .errors import GitError, OperationError, UsageError
 
 JOURNAL = "flagtasks-switch.json"
 """In the checkout's git folder while `switch_checkout` runs: where to go back to when the
-run is killed (SIGKILL, power loss), read by `recover_switch` at the next unpatch."""
+run is killed (SIGKILL, power loss), read by `recover_switch` at the next command."""
 
 
 def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str:
