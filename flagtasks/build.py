@@ -26,6 +26,7 @@ from .errors import GitError, OperationError, UsageError
 
 MARKER = BUILD_MARKER
 BASE_TAG = "flagtasks/base"
+UNCOMMITTED = "uncommitted change(s)"
 TRASH = ".flagtasks-trash"
 
 
@@ -76,15 +77,17 @@ def lost_work(dest: Path, repo: Path) -> list[str]:
     found = marker(dest)
     if found is None:
         return [f"{dest} was not built by flagtasks (or its marker is damaged)"]
-    if found.get("updating"):
-        return []  # an update of ours was cut short: nothing in it is the user's
     if git.alternates_broken(dest):
         git.point_alternates(dest, git.objects_dir_cached(repo))
-    losses = []
+    losses = (
+        [f"{len(h)} file(s) git is told to ignore changes of (e.g. {h[0]})"]
+        if (h := git.hidden_entries(dest))
+        else []
+    )
     changes = git.status_porcelain(dest)
     if changes:
         first = changes[0][3:]
-        losses.append(f"{len(changes)} uncommitted change(s) (e.g. {first})")
+        losses.append(f"{len(changes)} {UNCOMMITTED} (e.g. {first})")
     expected = {
         f"refs/heads/{found.get('branch')}": found.get("head"),
         f"refs/tags/{BASE_TAG}": found.get("base"),
@@ -126,12 +129,16 @@ def _build_locked(spec: Spec, fill: Callable[[Path], None], force: bool) -> str:
     parent = spec.dest.parent
     _sweep(parent, spec.dest.name)
     losses = lost_work(spec.dest, spec.repo)
-    if losses and not force:
+    found = marker(spec.dest)
+    cut_short = bool(found and found.get("updating"))
+    if cut_short:  # an update killed midway: its files and flagtasks refs are its own
+        ours = (UNCOMMITTED, "commits on flagtasks/", "commits on refs/tags/flagtasks/")
+        losses = [loss for loss in losses if not any(mark in loss for mark in ours)]
+    if losses and not force and not cut_short:
         raise OperationError(
             f"{spec.dest} is stale but holds your work: {'; '.join(losses)}. "
             "Commit it elsewhere or copy it out, or rerun with --force (the old tree is kept aside)"
         )
-    found = marker(spec.dest)
     if not force and not losses and found and _updatable(spec.dest, found):
         head = _update(spec, found, fill)
         count = git.count_commits(spec.dest, f"{spec.base}..{head}")
@@ -170,20 +177,27 @@ def _update(spec: Spec, found: dict, fill: Callable[[Path], None]) -> str:
     base tag and marker."""
     dest = spec.dest
     private = dest / ".git" / "flagtasks"
+    if private.is_symlink() or private.is_file():
+        private.unlink()
     shutil.rmtree(private, ignore_errors=True)
     private.mkdir(mode=0o700)
     patch_file = private / "adaptation.patch"
     try:
         fill(patch_file)  # decrypts and checks; the tree is untouched until it succeeds
         _write_marker(dest, {**found, "updating": True, "digest": None, "content": None})
-        git.move_tree(dest, spec.base)
-        git.point_branch(dest, spec.branch, spec.base, drop=found["branch"])
-        git.tag(dest, BASE_TAG, spec.base)
         try:
+            git.move_tree(dest, spec.base)
+        except GitError:  # git refused before writing (a lock, a hidden edit): nothing moved
+            _write_marker(dest, found)
+            raise
+        try:
+            git.point_branch(dest, spec.branch, spec.base, drop=found["branch"])
+            git.tag(dest, BASE_TAG, spec.base)
             git.am(dest, patch_file)
             return _finish(spec, dest)
-        except OperationError:
-            _put_back(dest, found, spec.branch)
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the marker says "updating": rebuilt
+                _put_back(dest, found, spec.branch)
             raise
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -114,10 +114,21 @@ APPLY_CONFIG = (
     "core.safecrlf=false",
     "commit.gpgSign=false",
     "core.hooksPath=/dev/null",
+    "core.symlinks=true",
+    "core.fileMode=true",
 )
 # Writing thousands of files is the cost of a build: use one checkout worker per core
 # (git >= 2.32; older git ignores the setting). Hooks never run in trees we make.
 CHECKOUT_CONFIG = ("checkout.workers=0", "core.hooksPath=/dev/null")
+BUILD_CONFIG = (
+    *CHECKOUT_CONFIG,
+    "core.autocrlf=false",
+    "core.symlinks=true",
+    "core.fileMode=true",
+)
+"""For trees flagtasks builds: what lands in them is the tree's bytes, modes and links,
+whatever the user's global config or the tree's own says (an update must equal a fresh
+build)."""
 BUILD_IDENTITY = {
     "GIT_COMMITTER_NAME": "flagtasks",
     "GIT_COMMITTER_EMAIL": "flagtasks@localhost",
@@ -390,13 +401,13 @@ def alternates_broken(path: Path) -> bool:
 def checkout_new(path: Path, branch: str, base: str) -> None:
     """Point `branch` at base and fill the work tree from it."""
     run(path, "update-ref", f"refs/heads/{branch}", base)
-    run(path, "read-tree", "-u", "--reset", "HEAD", config=CHECKOUT_CONFIG)
+    run(path, "read-tree", "-u", "--reset", "HEAD", config=BUILD_CONFIG)
 
 
 def move_tree(path: Path, rev: str) -> None:
     """Move index and work tree from HEAD's commit to `rev`, writing only the files that
     differ (two-tree merge); HEAD itself is not moved."""
-    run(path, "read-tree", "-m", "-u", "HEAD", rev, config=CHECKOUT_CONFIG)
+    run(path, "read-tree", "-m", "-u", "HEAD", rev, config=BUILD_CONFIG)
 
 
 def point_branch(path: Path, branch: str, rev: str, drop: str | None = None) -> None:
@@ -523,9 +534,10 @@ def branch_exists(repo: Path, branch: str) -> bool:
 def current_ref(repo: Path) -> str:
     """The branch HEAD is on, or the commit when detached, to switch back to."""
     try:
-        return text(repo, "symbolic-ref", "-q", "--short", "HEAD")
+        ref = text(repo, "symbolic-ref", "-q", "HEAD")
     except GitError:
         return text(repo, "rev-parse", "--verify", "HEAD")
+    return ref.removeprefix("refs/heads/")  # not --short: "heads/main" when a tag is "main"
 
 
 def detached_head(path: Path) -> str | None:
@@ -594,6 +606,36 @@ def reset_hard(repo: Path) -> None:
 def tracked_files(repo: Path) -> list[str]:
     out = run(repo, "ls-files", "-z")
     return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
+
+
+def rev(repo: Path, name: str) -> str:
+    return text(repo, "rev-parse", "--verify", "--end-of-options", f"{name}^{{commit}}")
+
+
+def hidden_entries(repo: Path) -> list[str]:
+    """Tracked files whose changes git is told not to show: assume-unchanged ones, and
+    skip-worktree ones that exist on disk (a sparse checkout leaves those absent)."""
+    out = run(repo, "ls-files", "-v", "-z")
+    hidden = []
+    for entry in out.decode("utf-8", "surrogateescape").split("\0"):
+        if len(entry) > 2 and (entry[0].islower() or entry[0] == "S"):
+            path = entry[2:]
+            if entry[0].islower() or os.path.lexists(repo / path):
+                hidden.append(path)
+    return hidden
+
+
+IN_PROGRESS = ("rebase-apply", "rebase-merge", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD")
+
+
+def operation_in_progress(repo: Path) -> str | None:
+    """The git operation (am, rebase, merge, cherry-pick, revert) the checkout is in."""
+    gitdir = git_dir(repo)
+    return next((name for name in IN_PROGRESS if (gitdir / name).exists()), None)
+
+
+def stash_changes(repo: Path, message: str) -> None:
+    run(repo, "stash", "push", "-q", "-m", message)
 
 
 def am_abort(repo: Path) -> None:

@@ -36,12 +36,25 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
             f"{repo} has uncommitted changes ({len(changes)} path(s), e.g. {changes[0]}): "
             "commit or stash them, or use --dir build"
         )
+    busy = git.operation_in_progress(repo)
+    if busy:
+        raise OperationError(
+            f"{repo} is in the middle of a git operation (.git/{busy}): finish or abort it "
+            "first, or use --dir build"
+        )
+    hidden = git.hidden_entries(repo)
+    if hidden:
+        raise OperationError(
+            f"{len(hidden)} file(s) in {repo} are marked assume-unchanged or skip-worktree "
+            f"(e.g. {hidden[0]}), so their edits do not show: clear the marks "
+            "(git update-index --no-assume-unchanged / --no-skip-worktree), or use --dir build"
+        )
     if git.branch_exists(repo, branch):
         raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
     tracked = set(git.tracked_files(repo))  # on HEAD: the switch replaces those itself
     creates = _created_by(patch_file)
     written = [*git.added_between(repo, "HEAD", base), *(p for p in creates if p not in tracked)]
-    in_the_way = [p for p in written if _holds_data(repo / p)]
+    in_the_way = [p for p in written if _in_the_way(repo, p)]
     if in_the_way:
         raise OperationError(
             f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
@@ -56,6 +69,19 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
     finally:
         journal.unlink(missing_ok=True)
     return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+
+
+def _in_the_way(repo: Path, path: str) -> bool:
+    """Writing the file `path` would destroy something: data at it, or a file or link where
+    one of its folders must go (git removes an ignored one without asking)."""
+    if _holds_data(repo / path):
+        return True
+    parent = (repo / path).parent
+    while parent != repo:
+        if parent.is_symlink() or parent.is_file():
+            return True
+        parent = parent.parent
+    return False
 
 
 def _holds_data(path: Path) -> bool:
@@ -83,16 +109,20 @@ def _switch_and_apply(
     repo: Path, branch: str, base: str, patch_file: Path, back: tuple[str, list[str]]
 ) -> None:
     before, creates = back
+    old_umask = os.umask(0o022)
+    os.umask(old_umask)
     try:
-        git.switch_new(repo, branch, base)
-    except GitError as exc:
-        raise OperationError(f"cannot switch to {branch}: {exc.stderr.strip()[:300]}") from None
-    old_umask = os.umask(0o077)  # git am's copy in .git/rebase-apply: owner-only
-    try:
+        try:
+            git.switch_new(repo, branch, base)
+        except GitError as exc:
+            message = exc.stderr.strip()[:300]
+            raise OperationError(f"cannot switch to {branch}: {message}") from None
+        os.umask(0o077)  # git am's copy in .git/rebase-apply: owner-only
         git.am(repo, patch_file)
     except BaseException:
         os.umask(old_umask)
-        _undo_switch(repo, branch, before, creates)
+        (git.git_dir(repo) / "index.lock").unlink(missing_ok=True)  # git was killed with us
+        _undo_switch(repo, (branch, base, before), creates, keep_changes=False)
         raise
     os.umask(old_umask)
     for path, executable in git.written_between(repo, base, "HEAD"):  # as git would write them
@@ -100,24 +130,42 @@ def _switch_and_apply(
             os.chmod(repo / path, (0o777 if executable else 0o666) & ~old_umask)
 
 
-def _undo_switch(repo: Path, branch: str, before: str, creates: list[str]) -> None:
-    """Back to `before`. The checkout was clean when the switch began, so whatever differs
-    from the branch now is the cut-short `git am`'s: reset, and remove the files it made."""
+def _undo_switch(
+    repo: Path, switch: tuple[str, str, str], creates: list[str], keep_changes: bool
+) -> list[str]:
+    """Back to `before`. The checkout was clean when the switch began, so within the same
+    run whatever differs is the cut-short git's: reset, and remove the files it made
+    (those were verified absent). After a kill (`keep_changes`), the user may have worked
+    since: changes are stashed and a branch with commits of theirs is kept, never dropped.
+    Returns what was kept, to say."""
+    branch, base, before = switch
+    kept = []
     git.am_abort(repo)
     leftover = git.git_dir(repo) / "rebase-apply"  # an am killed while it set up
     if leftover.exists():
         shutil.rmtree(leftover, ignore_errors=True)
-    if git.current_ref(repo) == branch:
+    on_branch = git.current_ref(repo) == branch
+    if keep_changes and git.tracked_changes(repo):
+        git.stash_changes(
+            repo, f"flagtasks: changes found after an interrupted unpatch on {branch}"
+        )
+        kept.append("the changes found are in `git stash list`")
+    else:
         git.reset_hard(repo)
-        tracked = set(git.tracked_files(repo))
-        for path in creates:
-            full = repo / path
-            if path not in tracked and (full.is_symlink() or full.is_file()):
-                full.unlink()
-                _prune_empty(full.parent, repo)
-    git.switch_back(repo, before)
-    with contextlib.suppress(GitError):
-        git.delete_branch(repo, branch)
+    tracked = set(git.tracked_files(repo))
+    for path in [*creates, *git.added_between(repo, before, base)]:
+        full = repo / path
+        if path not in tracked and (full.is_symlink() or full.is_file()):
+            full.unlink()
+            _prune_empty(full.parent, repo)
+    if on_branch:
+        git.switch_back(repo, before)
+    if keep_changes and git.branch_exists(repo, branch) and git.rev(repo, branch) != base:
+        kept.append(f"branch {branch} holds commits made after the interruption")
+    else:
+        with contextlib.suppress(GitError):
+            git.delete_branch(repo, branch)
+    return kept
 
 
 def recover_switch(repo: Path) -> str | None:
@@ -151,22 +199,12 @@ def _recover(
     before, branch, base = switch
     undone = f"an interrupted unpatch was undone: {repo} is back on {before}"
     if git.current_ref(repo) == branch:
-        if (gitdir / "rebase-apply").exists() or git.head(repo) == base:
-            _undo_switch(repo, branch, before, creates)
-            return undone
-        return f"an interrupted unpatch had finished: {repo} is on {branch}"
-    if git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):
+        if not ((gitdir / "rebase-apply").exists() or git.head(repo) == base):
+            return f"an interrupted unpatch had finished: {repo} is on {branch}"
+    elif git.head(repo) == base or not (torn or git.index_tree(repo) == git.tree_of(repo, base)):
         return None  # the switch never started (or the user has moved on)
-    git.reset_hard(repo)
-    tracked = set(git.tracked_files(repo))
-    for path in git.added_between(repo, "HEAD", base):  # absent when the switch began
-        full = repo / path
-        if path not in tracked and (full.is_symlink() or full.is_file()):
-            full.unlink()
-            _prune_empty(full.parent, repo)
-    with contextlib.suppress(GitError):
-        git.delete_branch(repo, branch)
-    return undone
+    kept = _undo_switch(repo, (branch, base, before), creates, keep_changes=True)
+    return undone + "".join(f"; {what}" for what in kept)
 
 
 def _prune_empty(folder: Path, top: Path) -> None:

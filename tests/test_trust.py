@@ -440,3 +440,37 @@ def test_in_place_unpatch_writes_files_with_the_users_modes(stored: Path) -> Non
         mode = (stored / path).stat().st_mode & 0o777
         executable = bool(mode & 0o100)
         assert mode == (0o777 if executable else 0o666) & ~mask, (path, oct(mode))
+
+
+def test_in_place_refuses_an_ignored_file_where_a_folder_must_go(stored: Path) -> None:
+    """Found in review: git checkout removes an ignored file standing where the base has a
+    folder; the switch stops first."""
+    folder = git(stored, "ls-tree", "-d", "--name-only", "v1.0").splitlines()[0]
+    git(stored, "rm", "-r", "-q", "--cached", folder)
+    shutil.rmtree(stored / folder)
+    (stored / ".gitignore").write_text(f"/{folder}\n")
+    git(stored, "add", ".gitignore")
+    git(stored, "commit", "-q", "-m", "drop a folder the base has")
+    (stored / folder).write_text("my notes, ignored\n")
+    flagtasks_fails(stored, 1, "unpatch", "--device-type", A, "--commit-id", V10_8)
+    assert (stored / folder).read_text() == "my notes, ignored\n"
+
+
+def test_in_place_refuses_during_the_users_own_git_am(stored: Path) -> None:
+    """Found in review: the undo's `git am --abort` ended the user's own am session."""
+    (stored / ".git" / "rebase-apply").mkdir()
+    (stored / ".git" / "rebase-apply" / "next").write_text("2\n")
+    flagtasks_fails(
+        stored, 1, "unpatch", "--device-type", A, "--commit-id", V10_8, says=["rebase-apply"]
+    )
+    assert (stored / ".git" / "rebase-apply" / "next").read_text() == "2\n"
+
+
+def test_in_place_keeps_the_branch_when_a_tag_has_its_name(stored: Path) -> None:
+    """Found in review: with a tag `main`, a failed switch went back to `heads/main`, a
+    detached HEAD, instead of the branch."""
+    git(stored, "tag", "main")
+    (stored / "flagscale" / "backends").mkdir(parents=True, exist_ok=True)
+    (stored / "flagscale" / "backends" / "a_x100.py").write_text("mine\n")
+    flagtasks_fails(stored, 1, "unpatch", "--device-type", A, "--commit-id", V10_8)
+    assert git(stored, "symbolic-ref", "HEAD") == "refs/heads/main"

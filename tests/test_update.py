@@ -128,3 +128,30 @@ def test_a_patch_that_does_not_apply_leaves_the_tree_as_it_was(tmp_path: Path) -
     patch.write_bytes(good)
     repaired = doit_ok(project, f"unpatch:{DEV}")
     assert worktree_mismatches(dest, project, "vendor/small") == [], describe(repaired)
+
+
+def test_an_update_that_git_refuses_puts_the_tree_back_and_work_stays_safe(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a stale index.lock made read-tree fail; the marker stayed
+    "updating" and the next run deleted the user's later edits and commits unasked."""
+    project = tmp_path / "FlagScale"
+    build_base(project)
+    add_vendor_branch(project, "vendor/small", {"lib.py": "# vendor lib\n"})
+    build_edge_case(project)
+    make_project(project, {DEV: {"base": "v1.0", "current": "vendor/small"}})
+    doit_ok(project, f"unpatch:{DEV}")
+    dest = _tree(project)
+    before = _identity(dest)
+    (dest / ".git" / "index.lock").write_text("")
+    write_config(project, {DEV: {"base": "v1.0", "current": "vendor/edge"}})
+    failed = doit(project, f"unpatch:{DEV}")
+    assert failed.returncode != 0, describe(failed)
+    (dest / ".git" / "index.lock").unlink()
+    assert _identity(dest) == before
+    (dest / "README.md").write_text("my work\n")
+    commit(dest, "my commit", {"mine.txt": "mine\n"})
+    refused = doit(project, f"unpatch:{DEV}")
+    assert refused.returncode == 1 and "holds your work" in refused.stderr, describe(refused)
+    assert (dest / "README.md").read_text() == "my work\n"
+    assert git(dest, "log", "-1", "--format=%s") == "my commit"
