@@ -93,8 +93,8 @@ def _holds_data(path: Path) -> bool:
 
 
 def _created_by(patch_file: Path) -> list[str]:
-    """The files the patch creates: absent before the switch (git am refuses to overwrite
-    one), so whatever a cut-short `git am` left of them is removed when it is undone."""
+    """The files the patch creates (new, renamed or copied to): absent before the switch
+    (checked), so whatever a cut-short `git am` left of them is removed when it is undone."""
     created, target = [], None
     with patch_file.open("rb") as lines:
         for line in lines:
@@ -102,6 +102,9 @@ def _created_by(patch_file: Path) -> list[str]:
                 target = line.rstrip(b"\n").rsplit(b" b/", 1)[-1]
             elif line.startswith(b"new file mode ") and target:
                 created.append(target.decode("utf-8", "surrogateescape"))
+            elif line.startswith((b"rename to ", b"copy to ")):
+                name = line.rstrip(b"\n").split(b" to ", 1)[1]
+                created.append(name.decode("utf-8", "surrogateescape"))
     return created
 
 
