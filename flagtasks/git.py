@@ -608,8 +608,10 @@ def tracked_files(repo: Path) -> list[str]:
     return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
-def rev(repo: Path, name: str) -> str:
-    return text(repo, "rev-parse", "--verify", "--end-of-options", f"{name}^{{commit}}")
+def commits_not_by(repo: Path, base: str, tip: str, email: str) -> int:
+    """Commits in base..tip whose committer is not `email`: someone's own, not a build's."""
+    out = text(repo, "log", "--format=%ce", f"{base}..{tip}", "--")
+    return sum(1 for line in out.splitlines() if line != email)
 
 
 def hidden_entries(repo: Path) -> list[str]:

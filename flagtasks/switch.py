@@ -163,7 +163,12 @@ def _undo_switch(
             _prune_empty(full.parent, repo)
     if on_branch:
         git.switch_back(repo, before)
-    if keep_changes and git.branch_exists(repo, branch) and git.rev(repo, branch) != base:
+    ours = git.BUILD_IDENTITY["GIT_COMMITTER_EMAIL"]  # the killed am's commits are ours
+    if (
+        keep_changes
+        and git.branch_exists(repo, branch)
+        and git.commits_not_by(repo, base, branch, ours)
+    ):
         kept.append(f"branch {branch} holds commits made after the interruption")
     else:
         with contextlib.suppress(GitError):
@@ -189,8 +194,8 @@ def recover_switch(repo: Path) -> str | None:
         journal.unlink(missing_ok=True)
         return None
     torn = (gitdir / "index.lock").exists()  # the killed git was writing the index
-    for name in ("index", "HEAD", "ORIG_HEAD", f"refs/heads/{branch}", f"refs/heads/{before}"):
-        (gitdir / f"{name}.lock").unlink(missing_ok=True)  # left by the killed git
+    for stale in [*gitdir.glob("*.lock"), *gitdir.glob("refs/**/*.lock")]:
+        stale.unlink(missing_ok=True)  # left by the killed git (index, HEAD, refs)
     said = _recover(repo, gitdir, (before, branch, base), torn, creates)
     journal.unlink(missing_ok=True)
     return said
