@@ -7,6 +7,8 @@ line each (exit 1 failed, 2 bad input); what it returns is its report.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import (
@@ -116,15 +118,22 @@ def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
     return f"{said}wrote {where} (encrypted for {len(recipients)} recipient(s))"
 
 
-def read_stored(path: Path) -> bytes:
-    """A stored patch's bytes: a link, a FIFO or a huge file there is that adaptation's
-    error (exit 1), so the other devices are still checked and built."""
+@contextmanager
+def _stored_file(path: Path) -> Iterator[None]:
+    """Reading a stored patch: a link, a FIFO, a huge or unreadable file there is that
+    adaptation's error (exit 1), so the other devices are still checked and built."""
     try:
-        return files.read_bytes(path, files.MAX_PATCH)
+        yield
     except UsageError as exc:
         raise OperationError(exc.message) from None
     except OSError as exc:
         raise OperationError(f"{path}: cannot be read ({exc.strerror}); restore it") from None
+
+
+def read_stored(path: Path) -> bytes:
+    """A stored patch's bytes (see `_stored_file`)."""
+    with _stored_file(path):
+        return files.read_bytes(path, files.MAX_PATCH)
 
 
 def read_plaintext(job: StoredJob, key: Path | None) -> bytes:
@@ -147,13 +156,8 @@ def _need_key(job: StoredJob, key: Path | None) -> Path:
 def check_key(job: StoredJob, key: Path | None) -> None:
     """Refuse a key that cannot open an encrypted adaptation, reading only its header."""
     private_key = crypto.load_private_key(_need_key(job, key))
-    try:
-        with files.open_regular(job.patch, files.MAX_PATCH) as source:
-            crypto.check_key(source, private_key, name=str(job.patch))
-    except UsageError as exc:
-        raise OperationError(exc.message) from None
-    except OSError as exc:
-        raise OperationError(f"{job.patch}: cannot be read ({exc.strerror})") from None
+    with _stored_file(job.patch), files.open_regular(job.patch, files.MAX_PATCH) as source:
+        crypto.check_key(source, private_key, name=str(job.patch))
 
 
 def _authenticity(job: StoredJob, meta: dict, digest: str) -> str:
@@ -303,7 +307,7 @@ def write_checked_plaintext(job: StoredJob, key: Path | None, meta: dict, path: 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:
         private_key = crypto.load_private_key(_need_key(job, key)) if job.encrypted else None
-        try:
+        with _stored_file(job.patch):
             if private_key is None:
                 digest = files.copy_hashed(job.patch, out)
             else:
@@ -312,10 +316,6 @@ def write_checked_plaintext(job: StoredJob, key: Path | None, meta: dict, path: 
                     digest = crypto.decrypt_stream(
                         source, size, out, private_key, name=str(job.patch)
                     )
-        except UsageError as exc:
-            raise OperationError(exc.message) from None
-        except OSError as exc:
-            raise OperationError(f"{job.patch}: cannot be read ({exc.strerror})") from None
     note = _authenticity(job, meta, digest)
     with path.open("rb") as handle:
         moved = patches.check_bodies(handle)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import git, lock
+from . import git, lock, store
 from .config import BUILD_MARKER
 from .errors import GitError, OperationError, UsageError
 
@@ -235,10 +235,8 @@ def _finish(spec: Spec, tree: Path) -> str:
 
 
 def _write_marker(tree: Path, info: dict) -> None:
-    path = tree / ".git" / MARKER
-    tmp = path.with_name(f".{MARKER}.tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    data = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    store.atomic_write(tree / ".git" / MARKER, data.encode())
 
 
 def _fill(spec: Spec, new: Path, fill: Callable[[Path], None]) -> str:

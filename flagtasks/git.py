@@ -557,38 +557,36 @@ def git_dir(repo: Path) -> Path:
     return Path(text(repo, "rev-parse", "--absolute-git-dir"))
 
 
+def _raw_diff(repo: Path, old: str, new: str, *filters: str) -> list[tuple[str, str, str]]:
+    """(old mode, new mode, path) of each entry of `git diff --raw` between two commits."""
+    out = run(repo, "diff", "--raw", "-z", "--no-renames", *filters, old, new)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    entries = []
+    for status, path in zip(fields[::2], fields[1::2], strict=False):
+        modes = status.lstrip(":").split()
+        if len(modes) >= 2:
+            entries.append((modes[0], modes[1], path))
+    return entries
+
+
 def gitlinks_changed(repo: Path, old: str, new: str) -> list[str]:
     """Submodule paths whose gitlink is added, moved or removed between two commits."""
-    out = run(repo, "diff", "--raw", "-z", "--no-renames", old, new)
-    fields = out.decode("utf-8", "surrogateescape").split("\0")
-    return [
-        path
-        for status, path in zip(fields[::2], fields[1::2], strict=False)
-        if status and "160000" in status.lstrip(":").split()[:2]
-    ]
+    return [p for a, b, p in _raw_diff(repo, old, new) if "160000" in (a, b)]
 
 
 def written_between(repo: Path, old: str, new: str) -> list[tuple[str, bool]]:
     """(path, executable) of the regular files commit `new` adds or changes over `old`."""
-    out = run(repo, "diff", "--raw", "-z", "--no-renames", "--diff-filter=AMT", old, new)
-    fields = out.decode("utf-8", "surrogateescape").split("\0")
     return [
-        (path, status.split()[1] == "100755")
-        for status, path in zip(fields[::2], fields[1::2], strict=False)
-        if status and status.split()[1] in ("100644", "100755")
+        (p, b == "100755")
+        for _, b, p in _raw_diff(repo, old, new, "--diff-filter=AMT")
+        if b in ("100644", "100755")
     ]
 
 
 def added_between(repo: Path, old: str, new: str) -> list[str]:
     """Files that exist in commit `new` and not in `old`: what a switch would write. A
     submodule's gitlink is left out (a switch never writes into its folder)."""
-    out = run(repo, "diff", "--raw", "-z", "--no-renames", "--diff-filter=A", old, new)
-    fields = out.decode("utf-8", "surrogateescape").split("\0")
-    return [
-        path
-        for status, path in zip(fields[::2], fields[1::2], strict=False)
-        if status and status.split()[1] != "160000"
-    ]
+    return [p for _, b, p in _raw_diff(repo, old, new, "--diff-filter=A") if b != "160000"]
 
 
 def index_tree(repo: Path) -> str | None:

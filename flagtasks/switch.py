@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import git
+from . import git, store
 from .errors import GitError, OperationError, UsageError
 
 JOURNAL = "flagtasks-switch.json"
@@ -63,7 +63,8 @@ def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str
         )
     before = git.current_ref(repo)
     journal = git.git_dir(repo) / JOURNAL
-    store_json(journal, {"before": before, "branch": branch, "base": base, "creates": creates})
+    journal_data = {"before": before, "branch": branch, "base": base, "creates": creates}
+    store.atomic_write(journal, json.dumps(journal_data).encode(), mode=0o600)
     try:
         _switch_and_apply(repo, branch, base, patch_file, (before, creates))
     finally:
@@ -222,12 +223,3 @@ def _prune_empty(folder: Path, top: Path) -> None:
         except OSError:
             return
         folder = folder.parent
-
-
-def store_json(path: Path, data: dict) -> None:
-    """Write a small owner-only JSON file of ours, replacing it whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out)
-    os.replace(tmp, path)
