@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import (
@@ -22,6 +23,7 @@ from . import (
     patches,
     plan,
     store,
+    submodules,
     version,
 )
 from .engine import reported
@@ -36,8 +38,18 @@ def staged_files(state_dir: Path, device: str, base8: str) -> list[Path]:
     return [stage, stage.with_name(stage.name + ".json")]
 
 
-def _metadata(job: VendorJob, made: patches.Made, plaintext_sha: str, encrypted: bool) -> dict:
-    return {
+def _staged_sub(state_dir: Path, device: str, base8: str, path: str) -> Path:
+    """Where a submodule's patch waits for `encrypt`, beside the upstream's (the staged
+    metadata lists them, so they need not be task targets)."""
+    name = store.sub_patch_name(base8, path, encrypted=False)
+    return state_dir / "stage" / device / f"{name}.sealed"
+
+
+def _metadata(
+    job: VendorJob, made: patches.Made, plaintext_sha: str, encrypted: bool,
+    subs: list[patches.SubMade],
+) -> dict:  # fmt: skip
+    meta = {
         "base": job.base,
         "current": job.current,
         "tree": made.tree,
@@ -48,6 +60,21 @@ def _metadata(job: VendorJob, made: patches.Made, plaintext_sha: str, encrypted:
         "format": FORMAT_VERSION,
         "tool_version": version(),
     }
+    if subs:  # absent otherwise: stores without submodules keep their bytes
+        meta["submodules"] = [
+            {
+                "path": sub.move.path,
+                "url": sub.move.url,
+                "base": sub.move.base,
+                "current": sub.move.current,
+                "tree": sub.made.tree,
+                "mode": sub.made.mode,
+                "commits": sub.made.commits,
+                "patch_sha256": store.sha256(sub.made.data),
+            }
+            for sub in subs
+        ]
+    return meta
 
 
 def _same_content(old: dict | None, new: dict) -> bool:
@@ -60,6 +87,20 @@ def _same_content(old: dict | None, new: dict) -> bool:
     }
 
 
+def _notes(made: patches.Made, subs: list[patches.SubMade]) -> str:
+    said = [made.note] if made.note else []
+    said += [f"submodule {sub.move.path}: {sub.made.note}" for sub in subs if sub.made.note]
+    return "".join(f"{line}\n" for line in said)
+
+
+def _subs_said(subs: list[patches.SubMade]) -> str:
+    if not subs:
+        return ""
+    return "; submodules: " + ", ".join(
+        f"{sub.move.path} ({sub.made.mode}, {sub.made.commits})" for sub in subs
+    )
+
+
 @reported
 def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) -> str:
     """Generate base..current and store it; for a keyed device, stage it for `encrypt`.
@@ -67,15 +108,17 @@ def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) ->
     Nothing is rewritten when the content is unchanged, so re-runs and fresh clones leave
     `git status` clean.
     """
-    store.sweep_temp(store.base_folder(hardware, job.device, job.base8))
-    made = patches.make(repo, job.base, job.current, job.mode)
-    note = f"{made.note}\n" if made.note else ""
+    folder = store.base_folder(hardware, job.device, job.base8)
+    store.sweep_temp(folder)
+    made, subs = patches.make_adaptation(repo, job.base, job.current, job.mode)
+    note = _notes(made, subs)
     digest = store.sha256(made.data)
     encrypted = job.key is not None
-    meta = _metadata(job, made, digest, encrypted)
+    meta = _metadata(job, made, digest, encrypted, subs)
     where = store.patch_path(hardware, job.device, job.base8, encrypted)
     old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
     unchanged = where.is_file() and _same_content(old, meta)
+    said = f"({made.mode}, {made.commits} patch(es){_subs_said(subs)})"
     if job.key is not None:
         stage, stage_meta = staged_files(state_dir, job.device, job.base8)
         stage.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,20 +126,38 @@ def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) ->
             note += f"created a key pair in {job.key} (private_key.pem is owner-only)\n"
         old_stage = store.read_meta(stage_meta)
         if not (stage.is_file() and _same_content(old_stage, meta)):
+            for sub in subs:
+                sealed = crypto.seal_for_vendor(sub.made.data, job.key)
+                where_sub = _staged_sub(state_dir, job.device, job.base8, sub.move.path)
+                store.atomic_write(where_sub, sealed, mode=0o600)
             store.atomic_write(stage, crypto.seal_for_vendor(made.data, job.key), mode=0o600)
             store.atomic_write(stage_meta, store.meta_bytes(meta), mode=0o600)
         if unchanged:
-            return f"{note}{where} is unchanged ({made.mode}, {made.commits} patch(es))"
-        return f"{note}staged {job.device} {job.base8} ({made.mode}) for encryption"
-    if unchanged and where.read_bytes() == made.data:
-        return f"{note}{where} is unchanged ({made.mode}, {made.commits} patch(es))"
-    store.write_adaptation(hardware, job.device, job.base8, made.data, meta, encrypted=False)
-    return f"{note}wrote {where} ({made.mode}, {made.commits} patch(es))"
+            return f"{note}{where} is unchanged {said}"
+        return f"{note}staged {job.device} {job.base8} {said} for encryption"
+    sub_data = {sub.move.path: sub.made.data for sub in subs}
+    if unchanged and where.read_bytes() == made.data and _subs_stored(folder, job, sub_data):
+        return f"{note}{where} is unchanged {said}"
+    store.write_adaptation(
+        hardware, job.device, job.base8, made.data, meta, encrypted=False, subs=sub_data
+    )
+    return f"{note}wrote {where} {said}"
+
+
+def _subs_stored(folder: Path, job: VendorJob, subs: dict[str, bytes]) -> bool:
+    """The plaintext submodule patches in `folder` are exactly `subs`, and no others."""
+    names = {store.sub_patch_name(job.base8, path, False): data for path, data in subs.items()}
+    present = {p.name for p in store.sub_patch_files(folder)}
+    if present != set(names):
+        return False
+    return all(
+        files.read_bytes(folder / name, files.MAX_PATCH) == data for name, data in names.items()
+    )
 
 
 @reported
 def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
-    """Encrypt the staged patch for the device's recipients; the ciphertext is rewritten
+    """Encrypt the staged patches for the device's recipients; the ciphertext is rewritten
     only when the plaintext or the recipients changed."""
     assert job.key is not None
     stage, stage_meta = staged_files(state_dir, job.device, job.base8)
@@ -106,16 +167,28 @@ def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
     created = crypto.ensure_keypair(job.key)
     said = f"created a key pair in {job.key}\n" if created else ""
     recipients = crypto.recipient_keys(job.key, job.recipients)
-    plaintext = crypto.decrypt(
-        stage.read_bytes(), crypto.load_private_key(job.key), name=str(stage)
-    )
+    private_key = crypto.load_private_key(job.key)
     meta = store.read_meta(stage_meta) or {}
     old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
-    if not crypto.needs_rewrite(where, _same_content(old, meta), recipients):
+    paths = [record["path"] for record in store.submodules_of(meta)]
+    folder = store.base_folder(hardware, job.device, job.base8)
+    stored = [where, *(folder / store.sub_patch_name(job.base8, p, True) for p in paths)]
+    same = _same_content(old, meta)
+    if not any(crypto.needs_rewrite(path, same, recipients) for path in stored):
         return f"{said}{where} is unchanged (same plaintext and recipients)"
-    blob = crypto.encrypt(plaintext, recipients)
-    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True)
-    return f"{said}wrote {where} (encrypted for {len(recipients)} recipient(s))"
+    blob = crypto.encrypt(
+        crypto.decrypt(stage.read_bytes(), private_key, name=str(stage)), recipients
+    )
+    subs = {}
+    for path in paths:
+        sealed = _staged_sub(state_dir, job.device, job.base8, path)
+        plaintext = crypto.decrypt(
+            files.read_bytes(sealed, files.MAX_PATCH), private_key, name=str(sealed)
+        )
+        subs[path] = crypto.encrypt(plaintext, recipients)
+    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True, subs=subs)
+    extra = f" and {len(subs)} submodule patch(es)" if subs else ""
+    return f"{said}wrote {where}{extra} (encrypted for {len(recipients)} recipient(s))"
 
 
 @contextmanager
@@ -136,12 +209,101 @@ def read_stored(path: Path) -> bytes:
         return files.read_bytes(path, files.MAX_PATCH)
 
 
-def read_plaintext(job: StoredJob, key: Path | None) -> bytes:
-    """The plaintext mbox of a stored adaptation, decrypting with `key` when needed."""
-    data = read_stored(job.patch)
+def read_plaintext(job: StoredJob, key: Path | None, patch: Path | None = None) -> bytes:
+    """The plaintext mbox of a stored adaptation (or of its submodule patch `patch`),
+    decrypting with `key` when needed."""
+    patch = patch or job.patch
+    data = read_stored(patch)
     if not job.encrypted:
         return data
-    return crypto.decrypt(data, crypto.load_private_key(_need_key(job, key)), name=str(job.patch))
+    return crypto.decrypt(data, crypto.load_private_key(_need_key(job, key)), name=str(patch))
+
+
+@dataclass(frozen=True)
+class SubRecord:
+    """A submodule the metadata says the adaptation changes, checked to be plain data."""
+
+    path: str
+    base: str
+    current: str
+    tree: str
+    patch_sha256: str
+    patch: Path
+
+
+def sub_records(job: StoredJob, meta: dict) -> list[SubRecord]:
+    """The submodule patches an adaptation's metadata lists: paths, object ids and digests
+    are data from a pull request, so anything but plain relative paths and 40-hex ids is
+    that adaptation's error."""
+    raw = meta.get("submodules", [])
+    if not isinstance(raw, list):
+        raise OperationError(f"{job.meta}: submodules is not a list; regenerate the adaptation")
+    records: list[SubRecord] = []
+    for item in raw:
+        ids = [item.get(k) for k in ("base", "current", "tree")] if isinstance(item, dict) else []
+        digest = item.get("patch_sha256") if isinstance(item, dict) else None
+        if not (
+            isinstance(item, dict)
+            and store.is_sub_path(item.get("path"))
+            and all(store.is_full_base(v, "") for v in ids)
+            and isinstance(digest, str)
+            and len(digest) == 64
+        ):
+            raise OperationError(
+                f"{job.meta}: a submodule entry is not a path with 40-hex base, current and "
+                "tree and a sha256; regenerate the adaptation"
+            )
+        path = item["path"]
+        if any(
+            r.path == path or r.path.startswith(f"{path}/") or path.startswith(f"{r.path}/")
+            for r in records
+        ):
+            raise OperationError(f"{job.meta}: submodule {path} is listed twice; regenerate it")
+        name = store.sub_patch_name(job.base8, path, job.encrypted)
+        base, current, tree = (str(v) for v in ids)
+        records.append(SubRecord(path, base, current, tree, digest, job.patch.parent / name))
+    return records
+
+
+def sub_copies(repo: Path, job: StoredJob, records: list[SubRecord]) -> list[Path]:
+    """The user's copy of each submodule the adaptation changes (see `_sub_copy`)."""
+    assert job.base is not None
+    names = git.gitmodules(repo, job.base) if records else {}
+    return [_sub_copy(repo, job, record, names) for record in records]
+
+
+def _sub_copy(repo: Path, job: StoredJob, record: SubRecord, names: dict) -> Path:
+    """The user's copy of a submodule the adaptation changes; the base's gitlink there must
+    be the record's base (metadata cannot pick another commit or path)."""
+    assert job.base is not None
+    link = git.gitlinks_in(repo, job.base).get(record.path)
+    if link != record.base:
+        raise OperationError(
+            f"{job.meta}: submodule {record.path} is not at {record.base[:12]} in base "
+            f"{job.base8}; regenerate the adaptation"
+        )
+    return submodules.user_copy(repo, record.path, names.get(record.path, (None,))[0], record.base)
+
+
+def _check_sub(
+    job: StoredJob, record: SubRecord, key: Path | None, copy: Path, expected: str
+) -> None:
+    """A submodule patch applied to its base in the user's copy gives the recorded tree."""
+    plaintext = read_plaintext(job, key, record.patch)
+    if store.sha256(plaintext) != record.patch_sha256:
+        raise OperationError(
+            f"{record.patch} does not match {job.meta.name} (sha256 differs): regenerate the "
+            "adaptation, or restore both files from the vendor"
+        )
+    try:
+        tree = patches.apply_tree(copy, record.base, plaintext)
+    except patches.PatchFailed as exc:
+        raise OperationError(f"{record.patch}: {exc.message}; regenerate the adaptation") from None
+    if tree != expected:
+        raise OperationError(
+            f"{record.patch} applied to {record.base[:8]} gives tree {tree[:12]}, expected "
+            f"{expected[:12]}: regenerate the adaptation"
+        )
 
 
 def _need_key(job: StoredJob, key: Path | None) -> Path:
@@ -153,11 +315,12 @@ def _need_key(job: StoredJob, key: Path | None) -> Path:
     return key
 
 
-def check_key(job: StoredJob, key: Path | None) -> None:
+def check_key(job: StoredJob, key: Path | None, patch: Path | None = None) -> None:
     """Refuse a key that cannot open an encrypted adaptation, reading only its header."""
     private_key = crypto.load_private_key(_need_key(job, key))
-    with _stored_file(job.patch), files.open_regular(job.patch, files.MAX_PATCH) as source:
-        crypto.check_key(source, private_key, name=str(job.patch))
+    patch = patch or job.patch
+    with _stored_file(patch), files.open_regular(patch, files.MAX_PATCH) as source:
+        crypto.check_key(source, private_key, name=str(patch))
 
 
 def _authenticity(job: StoredJob, meta: dict, digest: str) -> str:
@@ -219,12 +382,16 @@ def checked_meta(job: StoredJob) -> dict:
     return meta
 
 
-def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree: str | None) -> str:
-    """Verify one stored adaptation; returns a one-line result or raises OperationError."""
+def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current: str | None) -> str:
+    """Verify one stored adaptation (vendor side: against `current`, the vendor's commit);
+    returns a one-line result or raises OperationError."""
     _require_base(repo, job)
     meta = checked_meta(job)
+    records = sub_records(job, meta)
     if job.encrypted and key is None:
         recipients = crypto.header_recipients(read_stored(job.patch), name=str(job.patch))
+        for record in records:
+            crypto.header_recipients(read_stored(record.patch), name=str(record.patch))
         shown = f"{len(recipients)} recipient(s)" if recipients else "legacy format"
         return f"{job.patch}: header ok ({shown}); content check skipped: no key"
     plaintext = read_plaintext(job, key)
@@ -242,14 +409,40 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current_tree:
             f"{job.patch}: {exc.message}; regenerate it against base {job.base8} or rebase "
             "the vendor branch onto it"
         ) from None
-    expected = current_tree or _recorded_tree(job, meta or {})
+    expected = git.tree_of(repo, current) if current else _recorded_tree(job, meta or {})
     if expected and tree != expected:
         raise OperationError(
             f"{job.patch} applied to {job.base8} gives tree {tree[:12]}, expected {expected[:12]} "
             "(the current commit's tree): regenerate the adaptation"
         )
+    _check_subs(repo, job, key, current, records)
     checked = "tree matches" if expected else "applies cleanly"
-    return f"{note}{job.patch}: {checked}"
+    subs = f" (and {len(records)} submodule patch(es))" if records else ""
+    return f"{note}{job.patch}: {checked}{subs}"
+
+
+def _check_subs(
+    repo: Path, job: StoredJob, key: Path | None, current: str | None, records: list[SubRecord]
+) -> None:
+    """Every submodule patch by tree id: vendor side against the vendor's copy at current
+    (and the metadata must list exactly the submodules base..current moves), user side
+    against the metadata."""
+    assert job.base is not None
+    if current:
+        moved = {m.path: m for m in submodules.moves(repo, job.base, current)}
+        listed = {r.path: r for r in records}
+        if set(moved) != set(listed) or any(
+            (m.base, m.current) != (listed[p].base, listed[p].current) for p, m in moved.items()
+        ):
+            raise OperationError(
+                f"{job.meta} does not list the submodules {job.base8}..{current[:8]} moves "
+                f"({', '.join(sorted(moved)) or 'none'}): regenerate the adaptation"
+            )
+    if not records:
+        return
+    for record, copy in zip(records, sub_copies(repo, job, records), strict=True):
+        expected = git.tree_of(copy, record.current) if current else record.tree
+        _check_sub(job, record, key, copy, expected)
 
 
 @reported
@@ -264,8 +457,8 @@ def verify(
     lines, failures = [], []
     for job in jobs:
         try:
-            tree = git.tree_of(repo, current[1]) if current and current[0] == job.base8 else None
-            lines.append(check_adaptation(repo, job, key, tree))
+            mine = current[1] if current and current[0] == job.base8 else None
+            lines.append(check_adaptation(repo, job, key, mine))
         except FlagtasksError as exc:
             failures.append(exc)
     if failures:
@@ -281,6 +474,12 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
     _require_base(repo, stored)
     meta = checked_meta(stored)
     assert stored.base is not None  # _require_base
+    records = sub_records(stored, meta)
+    copies = sub_copies(repo, stored, records)  # a user without one stops here, no tree made
+    subs = tuple(
+        build.SubSpec(r.path, r.base, r.current, r.tree, git.objects_dir(copy))
+        for r, copy in zip(records, copies, strict=True)
+    )
     spec = build.Spec(
         repo=repo,
         dest=job.dest,
@@ -290,36 +489,53 @@ def unpatch(repo: Path, job: BuildJob, force: bool = False) -> str:
         digest=job.digest,
         content=plan.content_id(stored),
         expect_tree=_recorded_tree(stored, meta),
+        subs=subs,
     )
     notes: list[str] = []
+    by_path = {r.path: r for r in records}
 
-    def fill(patch_file: Path) -> None:
-        notes.append(write_checked_plaintext(stored, job.key, meta, patch_file))
+    def fill(patch_file: Path, path: str) -> None:
+        record = by_path.get(path)
+        notes.append(write_checked_plaintext(stored, job.key, meta, patch_file, record))
 
     report = build.build(spec, fill, force=force)
     return "".join(notes) + report
 
 
-def write_checked_plaintext(job: StoredJob, key: Path | None, meta: dict, path: Path) -> str:
-    """Write the adaptation's plaintext to the new owner-only file `path` (streamed when it is
-    stored plain) and check it as verify does: its sha256 against the metadata, and bodies
-    git am would decode. Returns the note to print ('' when there is nothing to say)."""
+def write_checked_plaintext(
+    job: StoredJob, key: Path | None, meta: dict, path: Path, record: SubRecord | None = None
+) -> str:
+    """Write the adaptation's plaintext (or its submodule patch's, for `record`) to the new
+    owner-only file `path` (streamed when it is stored plain) and check it as verify does:
+    its sha256 against the metadata, and bodies git am would decode. Returns the note to
+    print ('' when there is nothing to say)."""
+    source_path = record.patch if record else job.patch
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:
         private_key = crypto.load_private_key(_need_key(job, key)) if job.encrypted else None
-        with _stored_file(job.patch):
+        with _stored_file(source_path):
             if private_key is None:
-                digest = files.copy_hashed(job.patch, out)
+                digest = files.copy_hashed(source_path, out)
             else:
-                with files.open_regular(job.patch, files.MAX_PATCH) as source:
+                with files.open_regular(source_path, files.MAX_PATCH) as source:
                     size = os.fstat(source.fileno()).st_size
                     digest = crypto.decrypt_stream(
-                        source, size, out, private_key, name=str(job.patch)
+                        source, size, out, private_key, name=str(source_path)
                     )
+    if record is not None:
+        if digest != record.patch_sha256:
+            raise OperationError(
+                f"{record.patch} does not match {job.meta.name} (sha256 differs): regenerate "
+                "the adaptation, or restore both files from the vendor"
+            )
+        with path.open("rb") as handle:
+            patches.check_bodies(handle)
+        return ""
     note = _authenticity(job, meta, digest)
     with path.open("rb") as handle:
         moved = patches.check_bodies(handle)
-    return note + patches.gitlink_note(moved)
+    carried = {r["path"] for r in store.submodules_of(meta)}
+    return note + patches.gitlink_note([m for m in moved if m not in carried])
 
 
 def clean_tree(state_dir: Path, repo: Path, dest: Path) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import git, lock, store
+from . import git, lock, patches, store, submodules
 from .config import BUILD_MARKER
 from .errors import GitError, OperationError, UsageError
 
@@ -28,6 +28,18 @@ MARKER = BUILD_MARKER
 BASE_TAG = "flagtasks/base"
 UNCOMMITTED = "uncommitted change(s)"
 TRASH = ".flagtasks-trash"
+
+
+@dataclass(frozen=True)
+class SubSpec:
+    """A submodule the adaptation changes: built inside the tree from its base + its patch,
+    over the objects of the user's own copy (`objects`)."""
+
+    path: str
+    base: str
+    current: str  # the vendor's commit, which the upstream's patch names in its gitlink
+    tree: str
+    objects: Path
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class Spec:
     digest: str
     content: str | None
     expect_tree: str | None = None
+    subs: tuple[SubSpec, ...] = ()
 
     @property
     def branch(self) -> str:
@@ -67,7 +80,20 @@ def is_current(dest: Path, digest: str, content: str | None) -> bool:
         and found.get("content") == content
         and (dest / ".git" / "HEAD").is_file()
         and not git.alternates_broken(dest)
+        and not any(git.alternates_broken(dest / path) for path in _built_subs(found))
     )
+
+
+def _built_subs(found: dict) -> dict[str, dict]:
+    """The submodules a marker says were built in the tree (path -> head, base)."""
+    subs = found.get("submodules")
+    if not isinstance(subs, dict):
+        return {}
+    return {
+        path: info
+        for path, info in subs.items()
+        if store.is_sub_path(path) and isinstance(info, dict)
+    }
 
 
 def lost_work(dest: Path, repo: Path) -> list[str]:
@@ -103,11 +129,46 @@ def lost_work(dest: Path, repo: Path) -> list[str]:
     worktrees = dest / ".git" / "worktrees"
     if worktrees.is_dir() and any(worktrees.iterdir()):
         losses.append("linked worktrees (git worktree list)")
+    for path, info in _built_subs(found).items():
+        losses += _lost_in_sub(dest / path, path, info, found.get("branch"))
     return losses
 
 
-def build(spec: Spec, fill: Callable[[Path], None], force: bool = False) -> str:
-    """Build `spec.dest` from base + the patch `fill` writes (to a new owner-only file inside
+def _lost_in_sub(folder: Path, path: str, info: dict, branch: object) -> list[str]:
+    """The user's work inside a submodule flagtasks built: what the tree's own status does
+    not show (ignored files, other branches, stashes, a moved HEAD)."""
+    if not (folder / ".git").is_dir():
+        return []
+    if git.alternates_broken(folder):
+        return [f"submodule {path} cannot be read (its objects moved); copy out what you need"]
+    losses = []
+    ignored = [e for e in git.status_porcelain(folder) if e.startswith("!! ")]
+    if ignored:
+        losses.append(f"{len(ignored)} ignored file(s) in submodule {path} (e.g. {ignored[0][3:]})")
+    expected = {}
+    if info.get("base"):
+        expected = {f"refs/heads/{branch}": info.get("head"), f"refs/tags/{BASE_TAG}": info["base"]}
+    for ref, sha in sorted(git.local_refs(folder).items()):
+        if ref == "refs/stash":
+            losses.append(f"a stash in submodule {path}")
+        elif expected.get(ref) != sha:
+            losses.append(f"commits on {ref.removeprefix('refs/heads/')} in submodule {path}")
+    try:
+        head = git.head(folder)
+    except GitError:
+        return [*losses, f"submodule {path} has no commit checked out"]
+    if head != info.get("head"):
+        losses.append(f"commits in submodule {path} ({head[:12]})")
+    return losses
+
+
+Fill = Callable[[Path, str], None]
+"""Writes a patch's plaintext to a new owner-only file: the upstream's for "", else the
+patch of the submodule at that path."""
+
+
+def build(spec: Spec, fill: Fill, force: bool = False) -> str:
+    """Build `spec.dest` from base + the patches `fill` writes (to new owner-only files inside
     the new tree's .git); return a one-line report of what was done."""
     parent = spec.dest.parent
     refuse_links(spec.dest)
@@ -125,7 +186,7 @@ def refuse_links(dest: Path) -> None:
             )
 
 
-def _build_locked(spec: Spec, fill: Callable[[Path], None], force: bool) -> str:
+def _build_locked(spec: Spec, fill: Fill, force: bool) -> str:
     parent = spec.dest.parent
     _sweep(parent, spec.dest.name)
     losses = lost_work(spec.dest, spec.repo)
@@ -139,7 +200,7 @@ def _build_locked(spec: Spec, fill: Callable[[Path], None], force: bool) -> str:
             f"{spec.dest} is stale but holds your work: {'; '.join(losses)}. "
             "Commit it elsewhere or copy it out, or rerun with --force (the old tree is kept aside)"
         )
-    if not force and not losses and found and _updatable(spec.dest, found):
+    if not force and not losses and found and not spec.subs and _updatable(spec.dest, found):
         head = _update(spec, found, fill)
         count = git.count_commits(spec.dest, f"{spec.base}..{head}")
         return f"updated {spec.dest} in place (base {spec.base8} + {count} commit(s))"
@@ -161,13 +222,15 @@ def _updatable(dest: Path, found: dict) -> bool:
     head, branch = found.get("head"), found.get("branch")
     if found.get("updating") or not isinstance(head, str) or not isinstance(branch, str):
         return False
+    if found.get("submodules"):  # its submodules' repositories are built afresh
+        return False
     try:
         return git.current_ref(dest) == branch and git.head(dest) == head
     except GitError:
         return False
 
 
-def _update(spec: Spec, found: dict, fill: Callable[[Path], None]) -> str:
+def _update(spec: Spec, found: dict, fill: Fill) -> str:
     """Move the tree from what it holds to base + the new patch with git's two-tree merge
     (`read-tree -m -u`: only the files that differ are written), then `git am`.
 
@@ -183,7 +246,7 @@ def _update(spec: Spec, found: dict, fill: Callable[[Path], None]) -> str:
     private.mkdir(mode=0o700)
     patch_file = private / "adaptation.patch"
     try:
-        fill(patch_file)  # decrypts and checks; the tree is untouched until it succeeds
+        fill(patch_file, "")  # decrypts and checks; the tree is untouched until it succeeds
         _write_marker(dest, {**found, "updating": True, "digest": None, "content": None})
         try:
             git.move_tree(dest, spec.base)
@@ -194,7 +257,10 @@ def _update(spec: Spec, found: dict, fill: Callable[[Path], None]) -> str:
             git.point_branch(dest, spec.branch, spec.base, drop=found["branch"])
             git.tag(dest, BASE_TAG, spec.base)
             git.am(dest, patch_file)
-            return _finish(spec, dest)
+            subs = _check_out_unchanged(spec, dest, set())
+            for path in subs:
+                _activate(dest, path)
+            return _finish(spec, dest, subs)
         except BaseException:
             with contextlib.suppress(Exception):  # else the marker says "updating": rebuilt
                 _put_back(dest, found, spec.branch)
@@ -204,25 +270,33 @@ def _update(spec: Spec, found: dict, fill: Callable[[Path], None]) -> str:
 
 
 def _put_back(dest: Path, found: dict, branch: str) -> None:
-    """Undo a failed update: the old commits are still in the tree's objects."""
+    """Undo a failed update: the old commits are still in the tree's objects; submodules it
+    checked out go (the old tree had none: `_updatable`)."""
     git.am_abort(dest)
+    for path in git.gitlinks_in(dest, "HEAD"):
+        if store.is_sub_path(path) and (dest / path / ".git").is_dir():
+            shutil.rmtree(dest / path)
+            (dest / path).mkdir()
     git.move_tree(dest, found["head"])
     git.point_branch(dest, found["branch"], found["head"], drop=branch)
     git.tag(dest, BASE_TAG, found["base"])
     _write_marker(dest, found)
 
 
-def _finish(spec: Spec, tree: Path) -> str:
-    """Check the tree id the metadata promises, then write the marker: the last step."""
+def _finish(spec: Spec, tree: Path, subs: dict[str, dict] | None = None) -> str:
+    """Check the tree id the metadata promises, then write the marker: the last step. The
+    gitlinks of rebuilt submodules name their new commits; the metadata's tree has the
+    vendor's, so those are put back for the comparison."""
     head = git.head(tree)
     if spec.expect_tree:
-        got = git.tree_of(tree, head)
+        rebuilt = {s.path: s.current for s in spec.subs}
+        got = git.tree_with_gitlinks(tree, head, rebuilt) if rebuilt else git.tree_of(tree, head)
         if got != spec.expect_tree:
             raise OperationError(
                 f"the {spec.device} patch on {spec.base8} gives tree {got[:12]}, but its metadata "
                 f"says {spec.expect_tree[:12]}; regenerate the adaptation"
             )
-    info = {
+    info: dict[str, object] = {
         "digest": spec.digest,
         "content": spec.content,
         "head": head,
@@ -230,28 +304,98 @@ def _finish(spec: Spec, tree: Path) -> str:
         "branch": spec.branch,
         "device": spec.device,
     }
+    if subs:
+        info["submodules"] = subs
     _write_marker(tree, info)
     return head
 
 
-def _write_marker(tree: Path, info: dict) -> None:
+def _write_marker(tree: Path, info: dict[str, object]) -> None:
     data = json.dumps(info, indent=2, sort_keys=True) + "\n"
     store.atomic_write(tree / ".git" / MARKER, data.encode())
 
 
-def _fill(spec: Spec, new: Path, fill: Callable[[Path], None]) -> str:
+def _fill(spec: Spec, new: Path, fill: Fill) -> str:
     git.init_shared(new, git.objects_dir_cached(spec.repo), spec.branch)
     git.checkout_new(new, spec.branch, spec.base)
     git.tag(new, BASE_TAG, spec.base)
     private = new / ".git" / "flagtasks"
     private.mkdir(mode=0o700)
     patch_file = private / "adaptation.patch"
+    subs: dict[str, dict] = {}
     try:
-        fill(patch_file)
+        for number, sub in enumerate(spec.subs):
+            subs[sub.path] = _build_sub(spec, new, sub, private / f"sub-{number}.patch", fill)
+        fill(patch_file, "")
+        if spec.subs:
+            patches.relink(patch_file, {s.current: subs[s.path]["head"] for s in spec.subs})
         git.am(new, patch_file)
     finally:
         shutil.rmtree(private, ignore_errors=True)
-    return _finish(spec, new)
+    subs.update(_check_out_unchanged(spec, new, set(subs)))
+    for path in subs:
+        _activate(new, path)
+    return _finish(spec, new, subs)
+
+
+def _sub_folder(tree: Path, path: str) -> Path:
+    """A submodule's folder inside a tree being built: a real folder, never a link."""
+    folder = tree / path
+    for parent in [folder, *folder.parents]:
+        if parent == tree:
+            break
+        if parent.is_symlink():
+            raise OperationError(f"{path} in the {tree.name} tree is reached through a link")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _build_sub(spec: Spec, tree: Path, sub: SubSpec, patch_file: Path, fill: Fill) -> dict:
+    """The submodule at `sub.path` as its own repository: base + its patch, on the same
+    branch name as the tree, its objects borrowed from the user's copy."""
+    folder = _sub_folder(tree, sub.path)
+    git.init_shared(folder, sub.objects, spec.branch)
+    git.checkout_new(folder, spec.branch, sub.base)
+    git.tag(folder, BASE_TAG, sub.base)
+    fill(patch_file, sub.path)
+    try:
+        git.am(folder, patch_file)
+    except OperationError as exc:
+        raise OperationError(f"submodule {sub.path}: {exc.message}") from None
+    head = git.head(folder)
+    got = git.tree_of(folder, head)
+    if got != sub.tree:
+        raise OperationError(
+            f"the {spec.device} patch of submodule {sub.path} gives tree {got[:12]}, but its "
+            f"metadata says {sub.tree[:12]}; regenerate the adaptation"
+        )
+    return {"head": head, "base": sub.base}
+
+
+def _check_out_unchanged(spec: Spec, tree: Path, done: set[str]) -> dict[str, dict]:
+    """The other submodules, at their gitlinks, when the user's checkout has them (as
+    `git submodule update` would, but from the user's own copy: no network)."""
+    names = git.gitmodules(tree, "HEAD")
+    checked: dict[str, dict] = {}
+    for path, sha in sorted(git.gitlinks_in(tree, "HEAD").items()):
+        if path in done or not store.is_sub_path(path):
+            continue
+        copy = submodules.copy_of(spec.repo, path, names.get(path, (None,))[0], (sha,))
+        if copy is None:
+            continue
+        folder = _sub_folder(tree, path)
+        git.init_shared(folder, git.objects_dir_cached(copy), spec.branch)
+        git.detach_at(folder, sha)
+        checked[path] = {"head": sha, "base": None}
+    return checked
+
+
+def _activate(tree: Path, path: str) -> None:
+    """Mark a built submodule active in the tree, as `git submodule init` does, so `git
+    submodule status` shows its commit (no URL is copied: nothing is fetched)."""
+    name = git.gitmodules(tree, "HEAD").get(path, (None,))[0]
+    if name:
+        git.set_config(tree, f"submodule.{name}.active", "true")
 
 
 def _swap(new: Path, dest: Path, keep_old: bool) -> Path | None:

@@ -116,10 +116,11 @@ APPLY_CONFIG = (
     "core.hooksPath=/dev/null",
     "core.symlinks=true",
     "core.fileMode=true",
+    "submodule.recurse=false",
 )
 # Writing thousands of files is the cost of a build: use one checkout worker per core
 # (git >= 2.32; older git ignores the setting). Hooks never run in trees we make.
-CHECKOUT_CONFIG = ("checkout.workers=0", "core.hooksPath=/dev/null")
+CHECKOUT_CONFIG = ("checkout.workers=0", "core.hooksPath=/dev/null", "submodule.recurse=false")
 BUILD_CONFIG = (
     *CHECKOUT_CONFIG,
     "core.autocrlf=false",
@@ -462,7 +463,15 @@ def head(path: Path) -> str:
 def status_porcelain(path: Path) -> list[str]:
     """Changed, staged, untracked and ignored paths: all of them would be lost with the tree
     (ignored files in a build tree are often training outputs and logs)."""
-    out = run(path, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored")
+    out = run(
+        path,
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--ignored",
+        "--ignore-submodules=none",  # a .gitmodules `ignore = all` must not hide work
+    )
     return [entry for entry in out.decode("utf-8", "replace").split("\0") if entry]
 
 
@@ -477,10 +486,10 @@ def listed_files(repo: Path) -> list[str]:
     return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p]
 
 
-def tracked_under(repo: Path, folder: str) -> list[str]:
-    """Tracked files under `folder` of a work tree (a few at most)."""
+def tracked_under(repo: Path, folder: str, limit: int | None = 3) -> list[str]:
+    """Tracked files under `folder` of a work tree (the first `limit` of them)."""
     out = run(repo, "ls-files", "-z", "--", f":(literal){folder}")
-    return [p for p in out.decode("utf-8", "replace").split("\0") if p][:3]
+    return [p for p in out.decode("utf-8", "surrogateescape").split("\0") if p][:limit]
 
 
 def subject(repo: Path, rev: str) -> str:
@@ -557,36 +566,117 @@ def git_dir(repo: Path) -> Path:
     return Path(text(repo, "rev-parse", "--absolute-git-dir"))
 
 
-def _raw_diff(repo: Path, old: str, new: str, *filters: str) -> list[tuple[str, str, str]]:
-    """(old mode, new mode, path) of each entry of `git diff --raw` between two commits."""
-    out = run(repo, "diff", "--raw", "-z", "--no-renames", *filters, old, new)
+@dataclass(frozen=True)
+class RawEntry:
+    """One entry of `git diff --raw`: modes and object ids before and after ("0"*40: none)."""
+
+    old_mode: str
+    new_mode: str
+    old: str
+    new: str
+    path: str
+
+
+def _raw_diff(repo: Path, old: str, new: str, *filters: str) -> list[RawEntry]:
+    """Each entry of `git diff --raw` between two commits (or trees)."""
+    out = run(repo, "diff", "--raw", "-z", "--no-abbrev", "--no-renames", *filters, old, new)
     fields = out.decode("utf-8", "surrogateescape").split("\0")
     entries = []
     for status, path in zip(fields[::2], fields[1::2], strict=False):
-        modes = status.lstrip(":").split()
-        if len(modes) >= 2:
-            entries.append((modes[0], modes[1], path))
+        parts = status.lstrip(":").split()
+        if len(parts) >= 4:
+            entries.append(RawEntry(parts[0], parts[1], parts[2], parts[3], path))
     return entries
 
 
 def gitlinks_changed(repo: Path, old: str, new: str) -> list[str]:
     """Submodule paths whose gitlink is added, moved or removed between two commits."""
-    return [p for a, b, p in _raw_diff(repo, old, new) if "160000" in (a, b)]
+    return [e.path for e in gitlink_moves(repo, old, new)]
+
+
+def gitlink_moves(repo: Path, old: str, new: str) -> list[RawEntry]:
+    """The entries of a diff that add, move or remove a submodule's gitlink."""
+    return [e for e in _raw_diff(repo, old, new) if GITLINK in (e.old_mode, e.new_mode)]
+
+
+GITLINK = "160000"
+
+
+def gitlinks_in(repo: Path, rev: str) -> dict[str, str]:
+    """Every submodule path of a commit's tree and the commit its gitlink names."""
+    out = run(repo, "ls-tree", "-r", "-z", "--full-tree", rev)
+    links = {}
+    for entry in out.decode("utf-8", "surrogateescape").split("\0"):
+        info, _, path = entry.partition("\t")
+        parts = info.split()
+        if len(parts) == 3 and parts[0] == GITLINK:
+            links[path] = parts[2]
+    return links
+
+
+def gitmodules(repo: Path, rev: str) -> dict[str, tuple[str, str]]:
+    """path -> (name, url) of the submodules `.gitmodules` declares at `rev` ({} if none)."""
+    try:
+        out = run(
+            repo, "config", "-z", "--blob", f"{rev}:.gitmodules", "--get-regexp", r"^submodule\."
+        )
+    except GitError:
+        return {}
+    values: dict[tuple[str, str], str] = {}
+    for item in out.decode("utf-8", "surrogateescape").split("\0"):
+        key, _, value = item.partition("\n")
+        name, _, field = key.removeprefix("submodule.").rpartition(".")
+        if name and field in ("path", "url"):
+            values[(name, field)] = value
+    return {
+        path: (name, values.get((name, "url"), ""))
+        for (name, field), path in values.items()
+        if field == "path"
+    }
+
+
+def has_commit(repo: Path, sha: str) -> bool:
+    """True when the repository (or git folder) `repo` holds commit `sha`."""
+    try:
+        run(repo, "cat-file", "-e", f"{sha}^{{commit}}")
+    except (GitError, OSError):
+        return False
+    return True
+
+
+def detach_at(path: Path, sha: str) -> None:
+    """Put a new repository's HEAD on commit `sha` (detached) and fill its work tree."""
+    run(path, "update-ref", "--no-deref", "HEAD", sha)
+    run(path, "read-tree", "-u", "--reset", "HEAD", config=BUILD_CONFIG)
+
+
+def set_config(repo: Path, key: str, value: str) -> None:
+    run(repo, "config", key, value)
+
+
+def tree_with_gitlinks(repo: Path, rev: str, links: Mapping[str, str]) -> str:
+    """The tree id of `rev` with the gitlinks at `links`' paths set to its commits."""
+    with tempfile.TemporaryDirectory(prefix="flagtasks-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        run(repo, "read-tree", rev, env=env)
+        info = "".join(f"{GITLINK} {sha}\t{path}\0" for path, sha in links.items())
+        run(repo, "update-index", "-z", "--index-info", env=env, stdin=info.encode())
+        return text(repo, "write-tree", env=env)
 
 
 def written_between(repo: Path, old: str, new: str) -> list[tuple[str, bool]]:
     """(path, executable) of the regular files commit `new` adds or changes over `old`."""
     return [
-        (p, b == "100755")
-        for _, b, p in _raw_diff(repo, old, new, "--diff-filter=AMT")
-        if b in ("100644", "100755")
+        (e.path, e.new_mode == "100755")
+        for e in _raw_diff(repo, old, new, "--diff-filter=AMT")
+        if e.new_mode in ("100644", "100755")
     ]
 
 
 def added_between(repo: Path, old: str, new: str) -> list[str]:
     """Files that exist in commit `new` and not in `old`: what a switch would write. A
     submodule's gitlink is left out (a switch never writes into its folder)."""
-    return [p for _, b, p in _raw_diff(repo, old, new, "--diff-filter=A") if b != "160000"]
+    return [e.path for e in _raw_diff(repo, old, new, "--diff-filter=A") if e.new_mode != GITLINK]
 
 
 def index_tree(repo: Path) -> str | None:

@@ -67,6 +67,7 @@ def store_problems(hardware: Path) -> list[str]:
                 problems.append(
                     f"{adaptation.plain}: plaintext beside the encrypted patch; delete it"
                 )
+            problems += _sub_kind_problems(adaptation)
             meta = adaptation.meta
             if meta and meta.get("invalid"):
                 problems.append(f"{adaptation.folder / store.META}: not valid JSON; regenerate it")
@@ -93,6 +94,19 @@ def store_problems(hardware: Path) -> list[str]:
                     f"{source}:{combo.line}: {device} has no adaptation on "
                     f"{combo.base8}; generate it or fix the line"
                 )
+    return problems
+
+
+def _sub_kind_problems(adaptation: store.Adaptation) -> list[str]:
+    """A submodule patch is stored as the upstream's is: encrypted when that one is, and
+    never both kinds."""
+    problems = []
+    for path in store.sub_patch_files(adaptation.folder):
+        encrypted = path.name.endswith(store.ENCRYPTED)
+        if not encrypted and adaptation.is_encrypted:
+            problems.append(f"{path}: plaintext beside the encrypted patches; delete it")
+        elif encrypted and not adaptation.is_encrypted:
+            problems.append(f"{path}: encrypted, but the adaptation's patch is not; regenerate it")
     return problems
 
 
@@ -329,11 +343,16 @@ def commit_problems(root: Path, hardware: Path, adaptation: store.Adaptation) ->
     problems = []
     if adaptation.plain and adaptation.encrypted:
         problems.append(f"{adaptation.plain}: plaintext beside the encrypted patch; delete it")
+    problems += _sub_kind_problems(adaptation)
+    problems += [
+        f"{p}: not part of the adaptation; remove it" for p in store.stray_files(adaptation.folder)
+    ]
     meta = adaptation.meta
     if not meta or meta.get("invalid"):
         problems.append(f"{adaptation.folder / store.META}: missing or not valid; regenerate it")
     secrets = _encrypted_plaintexts(hardware)
-    for path in (adaptation.stored, adaptation.folder / store.META, hardware / store.HETERO):
+    own = [adaptation.stored, *store.sub_patch_files(adaptation.folder)]
+    for path in (*own, adaptation.folder / store.META, hardware / store.HETERO):
         if path.is_symlink():
             problems.append(f"{path}: a symbolic link; replace it with the file")
             continue

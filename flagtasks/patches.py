@@ -8,14 +8,15 @@ bytes onto a base and returns the tree id they give. Neither touches the user's 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import git
-from .errors import GitError, OperationError, UsageError
+from . import git, submodules
+from .errors import FlagtasksError, GitError, OperationError, UsageError
 
 _FROM = re.compile(rb"^From [0-9a-f]{40} Mon Sep 17 00:00:00 2001\n", re.MULTILINE)
 _SUBJECT = re.compile(rb"^Subject: (.*(?:\n[ \t].*)*)", re.MULTILINE)
@@ -165,10 +166,34 @@ def apply_tree(repo: Path, base: str, mbox: bytes) -> str:
         return _replay(scratch, base, parts)
 
 
+@dataclass(frozen=True)
+class SubMade:
+    """A moved submodule's own patch: base..current inside the vendor's copy of it."""
+
+    move: submodules.Move
+    made: Made
+
+
+def make_adaptation(repo: Path, base: str, current: str, mode: str) -> tuple[Made, list[SubMade]]:
+    """The upstream's patch and one per submodule the range moves, each proven exact in its
+    own repository (the vendor's copy of the submodule holds the commits)."""
+    subs = []
+    for move in submodules.moves(repo, base, current):
+        copy = submodules.vendor_copy(repo, move)
+        submodules.refuse_nested(copy, move)
+        try:
+            made = make(copy, move.base, move.current, mode)
+        except FlagtasksError as exc:
+            raise type(exc)(f"submodule {move.path}: {exc.message}") from None
+        subs.append(SubMade(move, made))
+    return make(repo, base, current, mode), subs
+
+
 def make(repo: Path, base: str, current: str, mode: str) -> Made:
-    """Generate base..current in `mode` ("series", "squash" or "auto") and prove it exact."""
+    """Generate base..current in `mode` ("series", "squash" or "auto") and prove it exact.
+    A moved gitlink is a line of the patch: the commits inside the submodule are
+    `make_adaptation`'s to store."""
     _refuse_unrelated_base(repo, base, current)
-    _refuse_submodule_changes(repo, base, current)
     tree = git.tree_of(repo, current)
     if tree == git.tree_of(repo, base):
         raise UsageError(
@@ -195,22 +220,9 @@ def make(repo: Path, base: str, current: str, mode: str) -> Made:
         return Made(data, "squash", tree, 1, note)
 
 
-def _refuse_submodule_changes(repo: Path, base: str, current: str) -> None:
-    """A patch holds only a moved submodule's commit id, never the vendor's commits inside
-    it: storing it would lose that work without a word. Until submodule adaptations are
-    stored, such a range is refused."""
-    moved = git.gitlinks_changed(repo, base, current)
-    if moved:
-        raise UsageError(
-            f"submodule {moved[0]} differs between base {base[:8]} and current {current[:8]} "
-            f"({len(moved)} submodule(s)): flagtasks does not store changes inside submodules "
-            "yet and would lose them; keep the submodules at the base's commits in this "
-            "adaptation (git checkout <base> -- <path>, commit)"
-        )
-
-
 def gitlink_note(moved: list[str]) -> str:
-    """What a user is told when a stored patch (from another tool) moves a submodule."""
+    """What a user is told when a stored patch moves a submodule its adaptation carries no
+    patch for (a store written by another tool)."""
     if not moved:
         return ""
     return (
@@ -290,3 +302,19 @@ def _squash(scratch: git.Scratch, base: str, current: str, tree: str) -> bytes:
     config = (f"i18n.commitEncoding={encoding}",) if encoding else ()
     commit = scratch.commit_tree(tree, base, message, env, config)
     return scratch.format_patch(base, commit)
+
+
+def relink(patch_file: Path, commits: dict[str, str]) -> None:
+    """Point the patch's gitlinks at the rebuilt submodule commits: only `Subproject
+    commit` and `index` lines change (a commit message that quotes an id stays as it is)."""
+    if not commits:
+        return
+    done = patch_file.with_name(patch_file.name + ".relinked")
+    fd = os.open(done, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, patch_file.open("rb") as source:
+        for line in source:
+            if line.startswith((b"+Subproject commit ", b"-Subproject commit ", b"index ")):
+                for old, new in commits.items():
+                    line = line.replace(old.encode(), new.encode())
+            out.write(line)
+    os.replace(done, patch_file)

@@ -88,9 +88,21 @@ class Plan:
 
 
 def inputs(job: StoredJob, vendor: VendorJob | None) -> list[Path]:
-    """The stored files a task reads: the patch, and its metadata when there is one."""
+    """The stored files a task reads: the patch, its metadata when there is one, and the
+    submodule patches in its folder (made here, the metadata stands for those: it records
+    their sha256, and format_patch may add or drop some)."""
     made_here = vendor is not None and vendor.base8 == job.base8
-    return [job.patch, job.meta] if made_here or job.meta.is_file() else [job.patch]
+    if made_here:
+        return [job.patch, job.meta]
+    if not job.meta.is_file():
+        return [job.patch]
+    return [job.patch, job.meta, *_sub_patches(job)]
+
+
+def _sub_patches(job: StoredJob) -> list[Path]:
+    folder = job.patch.parent
+    wanted = job.patch.name.removeprefix(job.base8)
+    return [p for p in store.sub_patch_files(folder) if p.name.endswith(wanted)]
 
 
 def build_inputs(job: StoredJob, vendor: VendorJob | None) -> list[Path]:
@@ -272,12 +284,20 @@ def content_id(job: StoredJob) -> str | None:
     adaptation is stale: the patch's sha256; for an encrypted patch with metadata, the
     plaintext's sha256 it records (checked after decryption), so re-encrypting rebuilds
     nothing."""
+    meta = store.read_meta(job.meta) or {}
+    subs = store.submodules_of(meta)
     if job.encrypted:
-        meta = store.read_meta(job.meta) or {}
         claimed = meta.get("patch_sha256")
         if isinstance(claimed, str) and not meta.get("invalid"):
-            return f"plaintext:{claimed}"
-    return store.file_digest(job.patch)
+            said = [f"{s['path']}={s.get('patch_sha256')}" for s in subs]
+            return ";".join([f"plaintext:{claimed}", *said])
+    own = store.file_digest(job.patch)
+    if not subs or own is None:
+        return own
+    folder = job.patch.parent
+    names = [(s["path"], store.sub_patch_name(job.base8, s["path"], False)) for s in subs]
+    said = [f"{path}={store.file_digest(folder / name)}" for path, name in names]
+    return ";".join([own, *said])
 
 
 def _used(

@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from . import files
 from .errors import UsageError
@@ -56,6 +57,48 @@ def patch_path(hardware: Path, device: str, base8: str, encrypted: bool) -> Path
 
 def meta_path(hardware: Path, device: str, base8: str) -> Path:
     return hardware / device / base8 / META
+
+
+def sub_patch_name(base8: str, path: str, encrypted: bool) -> str:
+    """A submodule's patch beside the upstream's: `<BASE8>.<path, %-quoted>.patch`, so
+    `third_party/Megatron-LM` is `<BASE8>.third_party%2FMegatron-LM.patch` (one folder, one
+    name per path, and never mistaken for the upstream's own patch)."""
+    return f"{base8}.{quote(path, safe='')}{ENCRYPTED if encrypted else PATCH}"
+
+
+def sub_path_of(base8: str, name: str) -> str | None:
+    """The submodule path a file name in a base folder stands for, or None when it is not
+    a submodule patch's name."""
+    for suffix in (ENCRYPTED, PATCH):
+        if name.startswith(f"{base8}.") and name.endswith(suffix):
+            middle = name[len(base8) + 1 : -len(suffix)]
+            if middle and sub_patch_name(base8, unquote(middle), suffix == ENCRYPTED) == name:
+                return unquote(middle)
+    return None
+
+
+def is_sub_path(path: object) -> bool:
+    """A submodule path as metadata may give it: relative, plain components, no `.git`
+    (a pull request writes metadata; its paths must never lead out of a tree)."""
+    if not isinstance(path, str) or not path or len(path) > 4096:
+        return False
+    parts = path.split("/")
+    return all(
+        part not in ("", ".", "..")
+        and part.lower() != ".git"
+        and part.isprintable()
+        and "\\" not in part
+        for part in parts
+    )
+
+
+def submodules_of(meta: dict | None) -> list[dict]:
+    """The submodule records of an adaptation's metadata, each a dict whose path passed
+    `is_sub_path` (malformed records are `verify`'s to report)."""
+    found = (meta or {}).get("submodules")
+    if not isinstance(found, list):
+        return []
+    return [s for s in found if isinstance(s, dict) and is_sub_path(s.get("path"))]
 
 
 def is_full_base(value: object, base8: str) -> bool:
@@ -185,25 +228,50 @@ def sweep_temp(folder: Path) -> None:
 
 
 def stray_files(folder: Path) -> list[Path]:
-    """Files in a base folder that are not the patch, the encrypted patch or the metadata."""
-    known = {f"{folder.name}{PATCH}", f"{folder.name}{ENCRYPTED}", META}
+    """Files in a base folder that are not the patch, the encrypted patch, the metadata or
+    a submodule patch the metadata names."""
+    base8 = folder.name
+    known = {f"{base8}{PATCH}", f"{base8}{ENCRYPTED}", META}
+    for record in submodules_of(read_meta(folder / META)):
+        known |= {sub_patch_name(base8, record["path"], enc) for enc in (False, True)}
     return sorted(p for p in folder.iterdir() if p.name not in known)
 
 
+def sub_patch_files(folder: Path) -> list[Path]:
+    """The submodule patches in a base folder, by name (whatever the metadata says)."""
+    return sorted(p for p in folder.iterdir() if sub_path_of(folder.name, p.name) is not None)
+
+
 def write_adaptation(
-    hardware: Path, device: str, base8: str, patch: bytes, meta: dict, encrypted: bool
+    hardware: Path,
+    device: str,
+    base8: str,
+    patch: bytes,
+    meta: dict,
+    encrypted: bool,
+    subs: dict[str, bytes] | None = None,
 ) -> None:
-    """Store one adaptation: the patch first, then metadata, then drop the other kind.
+    """Store one adaptation: the submodules' patches (`subs`: path -> bytes) and the
+    upstream's first, then metadata, then drop the other kind and submodule patches of an
+    earlier generation.
 
     Only this base's folder changes. A stop between steps leaves metadata that does not
-    match the patch, which `verify` reports and the next run repairs.
+    match the patches, which `verify` reports and the next run repairs.
     """
-    sweep_temp(base_folder(hardware, device, base8))
+    folder = base_folder(hardware, device, base8)
+    sweep_temp(folder)
+    subs = subs or {}
+    keep = {sub_patch_name(base8, path, encrypted) for path in subs}
+    for path, data in subs.items():
+        atomic_write(folder / sub_patch_name(base8, path, encrypted), data)
     atomic_write(patch_path(hardware, device, base8, encrypted), patch)
     atomic_write(meta_path(hardware, device, base8), meta_bytes(meta))
     other = patch_path(hardware, device, base8, not encrypted)
     with contextlib.suppress(FileNotFoundError):
         other.unlink()
+    for old in sub_patch_files(folder):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
 
 
 # ---- hetero.txt ----

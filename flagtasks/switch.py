@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import git, store
+from . import git, patches, store
 from .errors import GitError, OperationError, UsageError
 
 JOURNAL = "flagtasks-switch.json"
@@ -21,55 +23,134 @@ JOURNAL = "flagtasks-switch.json"
 run is killed (SIGKILL, power loss), read by `recover_switch` at the next command."""
 
 
-def switch_checkout(repo: Path, device: str, base: str, patch_file: Path) -> str:
+@dataclass(frozen=True)
+class SubSwitch:
+    """A submodule the adaptation changes: its own checkout in the user's is switched to the
+    same branch name = its base + its patch, before the upstream's patch names the result."""
+
+    path: str
+    base: str
+    current: str  # the vendor's commit, named by the upstream patch's gitlink
+    tree: str
+    patch_file: Path
+
+
+def switch_checkout(
+    repo: Path, device: str, base: str, patch_file: Path, subs: Sequence[SubSwitch] = ()
+) -> str:
     """Switch a clean checkout (tracked files) to `flagtasks/<DEV>/<BASE8>` = base + the
-    patch in `patch_file`.
+    patch in `patch_file`, and each changed submodule's checkout likewise.
 
     Untracked and ignored files stay: a switch that would overwrite one stops before it
     starts (git itself overwrites ignored files). On any failure or interrupt the checkout
-    is put back where it was; `git am`'s copy of the patch is owner-only.
+    and its submodules are put back where they were; `git am`'s copy of the patch is
+    owner-only.
     """
     branch = f"flagtasks/{device}/{base[:8]}"
+    creates = _ready(repo, branch, base, patch_file, "")
+    folders = [_sub_checkout(repo, sub) for sub in subs]
+    sub_creates = [
+        _ready(folder, branch, sub.base, sub.patch_file, f"submodule {sub.path} of ")
+        for folder, sub in zip(folders, subs, strict=True)
+    ]
+    before = git.current_ref(repo)
+    journal = git.git_dir(repo) / JOURNAL
+    journal_data = {
+        "before": before,
+        "branch": branch,
+        "base": base,
+        "creates": creates,
+        "subs": [
+            {"path": sub.path, "before": git.current_ref(folder), "base": sub.base, "creates": made}
+            for sub, folder, made in zip(subs, folders, sub_creates, strict=True)
+        ],
+    }
+    store.atomic_write(journal, json.dumps(journal_data).encode(), mode=0o600)
+    done: list[tuple[Path, tuple[str, str, str], list[str]]] = []
+    try:
+        heads = {}
+        for sub, folder, made in zip(subs, folders, sub_creates, strict=True):
+            switch = (branch, sub.base, git.current_ref(folder))
+            _switch_and_apply(folder, branch, sub.base, sub.patch_file, (switch[2], made))
+            done.append((folder, switch, made))
+            heads[sub.current] = _checked_head(folder, sub)
+        patches.relink(patch_file, heads)
+        _switch_and_apply(repo, branch, base, patch_file, (before, creates))
+    except BaseException:
+        for folder, switch, made in reversed(done):
+            with contextlib.suppress(Exception):
+                _undo_switch(folder, switch, made, keep_changes=False)
+        raise
+    finally:
+        journal.unlink(missing_ok=True)
+    said = f" and {len(subs)} submodule(s)" if subs else ""
+    return f"switched {repo}{said} to {branch} (base {base[:8]} + the {device} adaptation)"
+
+
+def _ready(repo: Path, branch: str, base: str, patch_file: Path, what: str) -> list[str]:
+    """Refuse a switch of `repo` that would lose or overwrite anything; returns the files the
+    patch creates (to remove should the switch be undone)."""
     changes = git.tracked_changes(repo)
     if changes:
         raise OperationError(
-            f"{repo} has uncommitted changes ({len(changes)} path(s), e.g. {changes[0]}): "
+            f"{what}{repo} has uncommitted changes ({len(changes)} path(s), e.g. {changes[0]}): "
             "commit or stash them, or use --dir build"
         )
     busy = git.operation_in_progress(repo)
     if busy:
         raise OperationError(
-            f"{repo} is in the middle of a git operation (.git/{busy}): finish or abort it "
-            "first, or use --dir build"
+            f"{what}{repo} is in the middle of a git operation (.git/{busy}): finish or abort "
+            "it first, or use --dir build"
         )
     hidden = git.hidden_entries(repo)
     if hidden:
         raise OperationError(
-            f"{len(hidden)} file(s) in {repo} are marked assume-unchanged or skip-worktree "
-            f"(e.g. {hidden[0]}), so their edits do not show: clear the marks "
+            f"{len(hidden)} file(s) in {what}{repo} are marked assume-unchanged or "
+            f"skip-worktree (e.g. {hidden[0]}), so their edits do not show: clear the marks "
             "(git update-index --no-assume-unchanged / --no-skip-worktree), or use --dir build"
         )
     if git.branch_exists(repo, branch):
-        raise UsageError(f"branch {branch} already exists: delete it or use --dir build")
+        raise UsageError(
+            f"branch {branch} already exists in {what}{repo}: delete it or use --dir build"
+        )
     tracked = set(git.tracked_files(repo))  # on HEAD: the switch replaces those itself
     creates = _created_by(patch_file)
     written = [*git.added_between(repo, "HEAD", base), *(p for p in creates if p not in tracked)]
     in_the_way = [p for p in written if _in_the_way(repo, p)]
     if in_the_way:
         raise OperationError(
-            f"{len(in_the_way)} untracked or ignored file(s) in {repo} (e.g. {in_the_way[0]}) "
-            f"are written by base {base[:8]} or the adaptation and would be overwritten: "
-            "move them away, or use --dir build"
+            f"{len(in_the_way)} untracked or ignored file(s) in {what}{repo} (e.g. "
+            f"{in_the_way[0]}) are written by base {base[:8]} or the adaptation and would be "
+            "overwritten: move them away, or use --dir build"
         )
-    before = git.current_ref(repo)
-    journal = git.git_dir(repo) / JOURNAL
-    journal_data = {"before": before, "branch": branch, "base": base, "creates": creates}
-    store.atomic_write(journal, json.dumps(journal_data).encode(), mode=0o600)
-    try:
-        _switch_and_apply(repo, branch, base, patch_file, (before, creates))
-    finally:
-        journal.unlink(missing_ok=True)
-    return f"switched {repo} to {branch} (base {base[:8]} + the {device} adaptation)"
+    return creates
+
+
+def _sub_checkout(repo: Path, sub: SubSwitch) -> Path:
+    """The user's checkout of a submodule, which must be there and hold its base commit."""
+    folder = repo / sub.path
+    if (
+        folder.is_symlink()
+        or git.work_tree_top(folder) != folder.resolve()
+        or not git.has_commit(folder, sub.base)
+    ):
+        raise OperationError(
+            f"submodule {sub.path}: its base commit {sub.base[:12]} is not checked out or not "
+            f"in your copy of it: run git submodule update --init {sub.path}, or use --dir build"
+        )
+    return folder
+
+
+def _checked_head(folder: Path, sub: SubSwitch) -> str:
+    """A switched submodule's commit, checked against the tree the metadata records."""
+    head = git.head(folder)
+    got = git.tree_of(folder, head)
+    if got != sub.tree:
+        raise OperationError(
+            f"the patch of submodule {sub.path} gives tree {got[:12]}, but its metadata says "
+            f"{sub.tree[:12]}; regenerate the adaptation"
+        )
+    return head
 
 
 def _in_the_way(repo: Path, path: str) -> bool:
@@ -195,10 +276,40 @@ def recover_switch(repo: Path) -> str | None:
         journal.unlink(missing_ok=True)
         return None
     torn = (gitdir / "index.lock").exists()  # the killed git was writing the index
+    _remove_locks(gitdir)
+    said = _recover(repo, gitdir, (before, branch, base), torn, creates)
+    finished = said is not None and "had finished" in said
+    sub_said = [] if finished else _recover_subs(repo, branch, data.get("subs"))
+    journal.unlink(missing_ok=True)
+    if sub_said:
+        said = "; ".join([said or "an interrupted unpatch was undone", *sub_said])
+    return said
+
+
+def _remove_locks(gitdir: Path) -> None:
     for stale in [*gitdir.glob("*.lock"), *gitdir.glob("refs/**/*.lock")]:
         stale.unlink(missing_ok=True)  # left by the killed git (index, HEAD, refs)
-    said = _recover(repo, gitdir, (before, branch, base), torn, creates)
-    journal.unlink(missing_ok=True)
+
+
+def _recover_subs(repo: Path, branch: str, subs: object) -> list[str]:
+    """Put back each submodule checkout the killed switch had moved to `branch`."""
+    said = []
+    for sub in subs if isinstance(subs, list) else []:
+        if not isinstance(sub, dict):
+            continue
+        path, before, base = (sub.get(k) for k in ("path", "before", "base"))
+        if not (store.is_sub_path(path) and isinstance(before, str) and isinstance(base, str)):
+            continue
+        folder = repo / str(path)
+        if folder.is_symlink() or not (folder / ".git").exists():
+            continue
+        _remove_locks(git.git_dir(folder))
+        busy = (git.git_dir(folder) / "rebase-apply").exists()
+        if not busy and git.current_ref(folder) != branch and not git.branch_exists(folder, branch):
+            continue
+        creates = [p for p in sub.get("creates", []) if isinstance(p, str)]
+        kept = _undo_switch(folder, (branch, base, before), creates, keep_changes=True)
+        said.append(f"submodule {path} is back on {before}" + "".join(f" ({k})" for k in kept))
     return said
 
 

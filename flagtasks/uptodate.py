@@ -55,9 +55,15 @@ def tree_current(
 def stored_matches(meta: Path, base: str, current: str, encrypted: bool) -> bool:
     """The stored adaptation still says it was made from this base and current."""
     found = store.read_meta(meta)
-    plain = meta.with_name(f"{meta.parent.name}{store.PATCH}")
-    if found and not encrypted and store.file_digest(plain) != found.get("patch_sha256"):
-        return False
+    base8 = meta.parent.name
+    plain = meta.with_name(f"{base8}{store.PATCH}")
+    if found and not encrypted:
+        if store.file_digest(plain) != found.get("patch_sha256"):
+            return False
+        for sub in store.submodules_of(found):
+            where = meta.with_name(store.sub_patch_name(base8, sub["path"], False))
+            if store.file_digest(where) != sub.get("patch_sha256"):
+                return False
     return found is not None and (
         found.get("base") == base
         and found.get("current") == current

@@ -330,7 +330,7 @@ def test_verify_patch_edited_with_matching_meta_checksum_fails(stored: Path) -> 
 # --------------------------------------------------------------------------- status
 
 
-COLUMNS = ("device", "base", "stored", "verified", "build", "hetero")
+COLUMNS = ("device", "base", "stored", "verified", "build", "hetero", "submodules")
 
 
 def test_status_table_and_json(store: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import crypto, git, hygiene, plan, store
 from ..config import Config, Vendor
-from ..errors import OperationError, UsageError
+from ..errors import GitError, OperationError, UsageError
 from ..names import check_device, check_rev
 from . import load_config, outside_repo, run_tasks, take_lock
 
@@ -68,7 +68,10 @@ def _say_uncommitted(repo: Path, current_rev: str) -> None:
     """Edits not yet committed are not part of current: say so rather than drop them."""
     if git.work_tree_top(repo) is None:
         return
-    changes = git.tracked_changes(repo)
+    try:
+        changes = git.tracked_changes(repo)
+    except GitError:  # a submodule's git folder is gone: the patch says which one
+        return
     if changes:
         print(
             f"note: {len(changes)} uncommitted change(s) in {repo} (e.g. {changes[0]}) are not "
@@ -81,11 +84,15 @@ def _commit(cfg: Config, device: str, base8: str, hetero: bool, current: str) ->
     adaptation = store.load_adaptation(cfg.hardware, device, base8)
     if adaptation is None:
         raise OperationError(f"no adaptation of {device} on {base8} to commit")
+    tracked = git.tracked_under(cfg.root, str(adaptation.folder.relative_to(cfg.root)), limit=None)
     paths = [
         store.patch_path(cfg.hardware, device, base8, encrypted=False),
         store.patch_path(cfg.hardware, device, base8, encrypted=True),
         store.meta_path(cfg.hardware, device, base8),
+        *store.sub_patch_files(adaptation.folder),  # and earlier ones, to commit their removal
+        *(cfg.root / rel for rel in tracked if store.sub_path_of(base8, Path(rel).name)),
     ]
+    paths = list(dict.fromkeys(paths))
     if hetero:
         paths.append(cfg.hardware / store.HETERO)
     problems = hygiene.commit_problems(cfg.root, cfg.hardware, adaptation)

@@ -14,14 +14,15 @@ from ..errors import UsageError
 from . import load_config
 
 SCHEMA = 1
-COLUMNS = ("device", "base", "stored", "verified", "build", "hetero")
+COLUMNS = ("device", "base", "stored", "verified", "build", "hetero", "submodules")
 LEGEND = """\
-stored    plaintext | encrypted (N recipients) | encrypted (legacy: FlagScale's format) |
-          not generated (a [vendor.*] section whose patch is not written yet)
-verified  yes: verify passed for this store and key | -: verify has not passed since it changed
-build     built: the tree holds this adaptation | stale: it must be rebuilt |
-          missing: no tree yet | -: not the base this device builds
-hetero    the combos (hardware/hetero.txt) this adaptation is part of"""
+stored     plaintext | encrypted (N recipients) | encrypted (legacy: FlagScale's format) |
+           not generated (a [vendor.*] section whose patch is not written yet)
+verified   yes: verify passed for this store and key | -: verify has not passed since it changed
+build      built: the tree holds this adaptation | stale: it must be rebuilt |
+           missing: no tree yet | -: not the base this device builds
+hetero     the combos (hardware/hetero.txt) this adaptation is part of
+submodules the submodules the adaptation changes (each has its own patch)"""
 
 
 def rows(p: plan.Plan, combos: list[store.Combo]) -> list[dict[str, Any]]:
@@ -64,7 +65,7 @@ def rows(p: plan.Plan, combos: list[store.Combo]) -> list[dict[str, Any]]:
                             c.devices for c in combos if c.base8 == base8 and device in c.devices
                         )
                     ],
-                    "submodules": [],
+                    "submodules": [sub["path"] for sub in store.submodules_of(meta)],
                 }
             )
     return out
@@ -86,6 +87,7 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "verified": "yes" if row["verified"] else "-",
         "build": row["build"] or "-",
         "hetero": "; ".join(" ".join(c) for c in row["hetero"]) or "-",
+        "submodules": ", ".join(row["submodules"]) or "-",
     }
 
 

@@ -68,10 +68,21 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(leftover, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="patch-", dir=cfg.state_dir) as private:
             patch_file = Path(private) / "adaptation.patch"
-            note = actions.write_checked_plaintext(
-                stored, key or keys.get(stored.device), meta, patch_file
-            )
-            print(note + switch.switch_checkout(cfg.repo, stored.device, stored.base, patch_file))
+            device_key = key or keys.get(stored.device)
+            note = actions.write_checked_plaintext(stored, device_key, meta, patch_file)
+            subs = []
+            records = actions.sub_records(stored, meta)
+            actions.sub_copies(cfg.repo, stored, records)  # each base as the store says
+            for number, record in enumerate(records):
+                sub_file = Path(private) / f"sub-{number}.patch"
+                actions.write_checked_plaintext(stored, device_key, meta, sub_file, record)
+                subs.append(
+                    switch.SubSwitch(
+                        record.path, record.base, record.current, record.tree, sub_file
+                    )
+                )
+            said = switch.switch_checkout(cfg.repo, stored.device, stored.base, patch_file, subs)
+            print(note + said)
         return 0
     code = run_tasks(p, ["run", *[f"unpatch:{d}" for d in devices]])
     if code == 0:
