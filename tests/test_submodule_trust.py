@@ -1,0 +1,262 @@
+"""Submodule adaptations as hostile input and as the user's data: metadata from a pull request
+cannot pick another commit or folder, the store's submodule patches obey the store's rules,
+a user's work inside a built submodule is never thrown away, and the in-place switch of a
+submodule is put back on every failure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fixtures import flagtasks, flagtasks_fails, flagtasks_ok, git, rev
+from repos import EXCLUDES, commit, init_repo
+
+DEV = "A_X100"
+SUB = "third_party/sub"
+FILE_PROTOCOL = ("-c", "protocol.file.allow=always")
+
+
+def _world(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A vendor checkout whose branch commits inside third_party/sub, its stored adaptation,
+    and a user's clone (submodule from the original repository) with that store copied in."""
+    origin = init_repo(tmp_path / "origin-sub")
+    commit(origin, "sub: first", {"core.py": "X = 1\n", "keep.txt": "keep\n"})
+    vendor = init_repo(tmp_path / "FlagScale")
+    commit(vendor, "upstream", {"README.md": "upstream\n"})
+    git(vendor, *FILE_PROTOCOL, "submodule", "add", "-q", str(origin), SUB)
+    git(vendor, "commit", "-q", "-m", "add the backend")
+    git(vendor, "tag", "v1.0")
+    git(vendor, "checkout", "-q", "-b", "vendor")
+    commit(vendor / SUB, "sub: vendor change", {"core.py": "X = 2\n", "new.py": "N = 1\n"})
+    commit(vendor, "vendor: adapt", {"README.md": "adapted\n"})
+    git(vendor, "checkout", "-q", "main")
+    git(vendor, "submodule", "update", "-q")
+    base8 = rev(vendor, "v1.0")[:8]
+    flagtasks_ok(
+        vendor, "patch", "--device-type", DEV, "--base-commit-id", "v1.0",
+        "--current-commit-id", "vendor",
+    )  # fmt: skip
+    user = tmp_path / "user" / "FlagScale"
+    user.parent.mkdir()
+    git(user.parent, "clone", "-q", "--branch", "main", str(vendor), str(user))
+    (user / ".git" / "info" / "exclude").write_text("".join(f"{e}\n" for e in EXCLUDES))
+    git(user, "config", f"submodule.{SUB}.url", str(origin))
+    git(user, *FILE_PROTOCOL, "submodule", "update", "-q", "--init")
+    shutil.copytree(vendor / "hardware", user / "hardware")
+    git(user, "add", "hardware")
+    git(user, "commit", "-q", "-m", "store")
+    return vendor, user, base8
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    return _world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def user(world: tuple[Path, Path, str], tmp_path: Path) -> tuple[Path, str]:
+    """A private copy of the user's checkout (its submodule copy included)."""
+    _, source, base8 = world
+    copy = tmp_path / "FlagScale"
+    shutil.copytree(source, copy, symlinks=True)
+    return copy, base8
+
+
+def _unpatch(project: Path, base8: str, *more: str) -> list[str]:
+    return ["unpatch", "--device-type", DEV, "--commit-id", base8, *more]
+
+
+def _meta(project: Path, base8: str) -> Path:
+    return project / "hardware" / DEV / base8 / "meta.json"
+
+
+def _edit_meta(project: Path, base8: str, **fields: object) -> None:
+    path = _meta(project, base8)
+    data = json.loads(path.read_text())
+    data["submodules"][0].update(fields)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("path", "../../outside", "submodule entry"),
+        ("path", "third_party/sub/.git", "submodule entry"),
+        ("path", "README.md", "is not at"),
+        ("base", "0" * 40, "is not at"),
+        ("tree", "not-a-tree", "submodule entry"),
+    ],
+)
+def test_metadata_cannot_pick_another_folder_or_commit(
+    user: tuple[Path, str], field: str, value: str, says: str
+) -> None:
+    project, base8 = user
+    _edit_meta(project, base8, **{field: value})
+    flagtasks_fails(project, 1, "verify", "--device-type", DEV, says=[says])
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=[says])
+    assert not (project / "build" / DEV).exists()
+    assert not (project.parent / "outside").exists()
+
+
+def test_metadata_base_of_another_real_commit_is_refused(user: tuple[Path, str]) -> None:
+    """A commit the user's copy does have, but not the one the base pins: refused."""
+    project, base8 = user
+    inner = project / SUB
+    commit(inner, "sub: something else", {"core.py": "X = 9\n"})
+    other = rev(inner, "HEAD")
+    git(inner, "checkout", "-q", "HEAD~1")
+    _edit_meta(project, base8, base=other)
+    flagtasks_fails(project, 1, "verify", "--device-type", DEV, says=["is not at", SUB])
+    flagtasks_fails(project, 1, *_unpatch(project, base8), says=["is not at"])
+    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+
+
+def test_a_linked_submodule_patch_is_refused_not_followed(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    folder = project / "hardware" / DEV / base8
+    patch = folder / f"{base8}.third_party%2Fsub.patch"
+    secret = project.parent / "secret.txt"
+    secret.write_text("not for the store\n")
+    patch.unlink()
+    patch.symlink_to(secret)
+    proc = flagtasks(project, "verify")
+    assert proc.returncode == 1, proc
+    assert "symbolic link" in proc.stderr and "not for the store" not in proc.stdout + proc.stderr
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=["link"])
+
+
+def test_store_rules_cover_submodule_patches(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    folder = project / "hardware" / DEV / base8
+    stray = folder / f"{base8}.third_party%2Fghost.patch"
+    stray.write_bytes((folder / f"{base8}.third_party%2Fsub.patch").read_bytes())
+    beside = folder / f"{base8}.third_party%2Fsub.patch.encrypted"
+    beside.write_bytes(b"FTENC1 not really\n")
+    proc = flagtasks(project, "verify")
+    assert proc.returncode == 1, proc
+    assert f"{stray}: not part of the adaptation" in proc.stderr, proc.stderr
+    assert f"{beside}: encrypted, but the adaptation's patch is not" in proc.stderr, proc.stderr
+
+
+def _built(project: Path) -> Path:
+    return project / "build" / DEV / "FlagScale"
+
+
+def _make_work(inner: Path, work: str) -> None:
+    if work == "ignored":
+        (inner / ".git" / "info").mkdir(exist_ok=True)
+        (inner / ".git" / "info" / "exclude").write_text("*.ckpt\n")
+        (inner / "model.ckpt").write_text("weights\n")
+    elif work == "edit":
+        (inner / "core.py").write_text("X = 3  # mine\n")
+    elif work == "commit":
+        commit(inner, "my own", {"mine.py": "M = 1\n"})
+    elif work == "stash":
+        (inner / "core.py").write_text("X = 4  # stashed\n")
+        git(inner, "stash", "-q")
+
+
+@pytest.mark.parametrize(
+    ("work", "says"),
+    [
+        ("ignored", "ignored file(s) in submodule third_party/sub"),
+        ("edit", "uncommitted"),
+        ("commit", "third_party/sub"),
+        ("branch", "commits on mine in submodule third_party/sub"),
+        ("stash", "a stash in submodule third_party/sub"),
+    ],
+)
+def test_work_inside_a_built_submodule_stops_a_rebuild(
+    user: tuple[Path, str], work: str, says: str
+) -> None:
+    project, base8 = user
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build"))
+    inner = _built(project) / SUB
+    if work == "branch":
+        git(inner, "checkout", "-q", "-b", "mine")
+        commit(inner, "on a branch", {"mine.py": "M = 1\n"})
+        git(inner, "checkout", "-q", f"flagtasks/{DEV}/{base8}")
+    else:
+        _make_work(inner, work)
+    before = {p.name: p.read_bytes() for p in inner.iterdir() if p.is_file()}
+    refs = git(inner, "for-each-ref")
+    _force_stale(project, base8)
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=[says])
+    assert {p.name: p.read_bytes() for p in inner.iterdir() if p.is_file()} == before
+    assert git(inner, "for-each-ref") == refs
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build", "--force"))
+    kept = [p for p in (project / "build" / DEV).iterdir() if ".kept-" in p.name]
+    assert len(kept) == 1
+    assert {p.name: p.read_bytes() for p in (kept[0] / SUB).iterdir() if p.is_file()} == before
+
+
+def _force_stale(project: Path, base8: str) -> None:
+    """Make the device's tree stale without changing the adaptation: its marker forgets it."""
+    marker = _built(project) / ".git" / "flagtasks-build.json"
+    data = json.loads(marker.read_text())
+    data["digest"] = "stale"
+    marker.write_text(json.dumps(data))
+
+
+def test_gitmodules_ignore_all_does_not_hide_work(user: tuple[Path, str]) -> None:
+    """`.gitmodules` is the pull request's: `ignore = all` there must not hide edits."""
+    project, base8 = user
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build"))
+    tree = _built(project)
+    git(tree, "config", "-f", ".gitmodules", f"submodule.{SUB}.ignore", "all")
+    git(tree, "commit", "-q", "-am", "ignore the backend")  # the user's own commit: work too
+    git(tree, "reset", "-q", "--hard", "HEAD~1")
+    git(tree, "config", f"submodule.{SUB}.ignore", "all")
+    (tree / SUB / "core.py").write_text("X = 5  # mine\n")
+    _force_stale(project, base8)
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=["uncommitted"])
+    assert (tree / SUB / "core.py").read_text() == "X = 5  # mine\n"
+
+
+def test_rebuild_gives_the_same_submodule_commits(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build"))
+    first = rev(_built(project) / SUB, "HEAD"), rev(_built(project), "HEAD")
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build", "--force"))
+    assert (rev(_built(project) / SUB, "HEAD"), rev(_built(project), "HEAD")) == first
+    flagtasks_ok(project, *_unpatch(project, base8))  # in place: the same commits again
+    assert rev(project / SUB, "HEAD") == first[0] and rev(project, "HEAD") == first[1]
+
+
+def test_in_place_refuses_a_dirty_submodule_and_changes_nothing(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    (project / SUB / "keep.txt").write_text("my edit\n")
+    head, sub_head = rev(project, "HEAD"), rev(project / SUB, "HEAD")
+    proc = flagtasks(project, *_unpatch(project, base8))
+    assert proc.returncode == 1, proc
+    assert "uncommitted" in proc.stderr
+    assert (rev(project, "HEAD"), rev(project / SUB, "HEAD")) == (head, sub_head)
+    assert (project / SUB / "keep.txt").read_text() == "my edit\n"
+    assert "flagtasks/" not in git(project / SUB, "branch", "--list")
+
+
+def test_in_place_failure_in_the_upstream_patch_puts_the_submodule_back(
+    user: tuple[Path, str],
+) -> None:
+    """The submodule is switched first; when the upstream's patch then fails, both go back."""
+    project, base8 = user
+    (project / "README.md").write_text("a conflicting upstream edit\n")
+    git(project, "commit", "-q", "-am", "edit README on main")  # base is v1.0: still applies
+    folder = project / "hardware" / DEV / base8
+    patch = folder / f"{base8}.patch"
+    data = patch.read_bytes().replace(b"-upstream\n", b"-something else\n")
+    patch.write_bytes(data)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["patch_sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "meta.json").write_text(json.dumps(meta))
+    sub_head = rev(project / SUB, "HEAD")
+    proc = flagtasks(project, *_unpatch(project, base8))
+    assert proc.returncode == 1, proc
+    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert rev(project / SUB, "HEAD") == sub_head
+    assert git(project / SUB, "status", "--porcelain") == ""
+    assert "flagtasks/" not in git(project / SUB, "branch", "--list")
+    assert "flagtasks/" not in git(project, "branch", "--list")
