@@ -5,13 +5,18 @@ submodule is put back on every failure."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from fixtures import flagtasks, flagtasks_fails, flagtasks_ok, git, rev
+from fixtures import FLAGTASKS, flagtasks, flagtasks_fails, flagtasks_ok, git, rev, run_env
 from repos import EXCLUDES, commit, init_repo
 
 DEV = "A_X100"
@@ -260,3 +265,48 @@ def test_in_place_failure_in_the_upstream_patch_puts_the_submodule_back(
     assert git(project / SUB, "status", "--porcelain") == ""
     assert "flagtasks/" not in git(project / SUB, "branch", "--list")
     assert "flagtasks/" not in git(project, "branch", "--list")
+
+
+def test_killed_in_place_unpatch_puts_back_or_finishes_the_submodule(
+    user: tuple[Path, str],
+) -> None:
+    """SIGKILL at growing delays during an in-place switch that moves a submodule too: the
+    next run puts both checkouts back (or keeps the finished switch) and ends where a clean
+    run does, with no lock, no am session and no branch left behind."""
+    project, base8 = user
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build"))
+    wanted = rev(_built(project), "HEAD"), rev(_built(project) / SUB, "HEAD")
+    shutil.rmtree(project / "build")
+    branch = f"flagtasks/{DEV}/{base8}"
+    main, sub_main = rev(project, "HEAD"), rev(project / SUB, "HEAD")
+    command = _unpatch(project, base8)
+    outcomes = set()
+    for step in range(8):
+        proc = subprocess.Popen(
+            [FLAGTASKS, *command], cwd=project, env=run_env(), start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.05 + 0.06 * step)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        again = flagtasks(project, *command)
+        assert again.returncode in (0, 2), (step, again)
+        said = again.stdout + again.stderr
+        outcomes.add(
+            ("finished" if again.returncode == 2 else "redone")
+            + (" (submodule put back)" if f"submodule {SUB} is back" in said else "")
+        )
+        assert (rev(project, "HEAD"), rev(project / SUB, "HEAD")) == wanted, (step, again)
+        for repo in (project, project / SUB):
+            assert git(repo, "symbolic-ref", "--short", "HEAD") == branch, (step, again)
+            assert git(repo, "status", "--porcelain", "--untracked-files=no") == "", step
+            assert not (
+                Path(git(repo, "rev-parse", "--absolute-git-dir")) / "rebase-apply"
+            ).exists()
+        git(project / SUB, "checkout", "-q", "--detach", sub_main)
+        git(project / SUB, "branch", "-q", "-D", branch)
+        git(project, "checkout", "-q", "main")
+        git(project, "branch", "-q", "-D", branch)
+        assert (rev(project, "HEAD"), rev(project / SUB, "HEAD")) == (main, sub_main)
+    assert outcomes, outcomes
