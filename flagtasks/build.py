@@ -173,7 +173,12 @@ def build(spec: Spec, fill: Fill, force: bool = False) -> str:
     parent = spec.dest.parent
     refuse_links(spec.dest)
     with lock.folder_held(parent):  # two checkouts may share one --dir
-        return _build_locked(spec, fill, force)
+        try:
+            return _build_locked(spec, fill, force)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a failed first build leaves no folder
+                parent.rmdir()
+            raise
 
 
 def refuse_links(dest: Path) -> None:
@@ -212,8 +217,17 @@ def _build_locked(spec: Spec, fill: Fill, force: bool) -> str:
         shutil.rmtree(new, ignore_errors=True)
         raise
     count = git.count_commits(spec.dest, f"{spec.base}..{head}")
-    report = f"built {spec.dest} (base {spec.base8} + {count} commit(s))"
+    report = f"built {spec.dest} (base {spec.base8} + {count} commit(s){_subs_said(spec)})"
     return report + (f"; your old tree is kept at {kept}" if kept else "")
+
+
+def _subs_said(spec: Spec) -> str:
+    """The submodules a build made, and how many of the vendor's commits each holds."""
+    said = [
+        f"{sub.path} + {git.count_commits(spec.dest / sub.path, f'{sub.base}..HEAD')}"
+        for sub in spec.subs
+    ]
+    return f"; submodules: {', '.join(said)}" if said else ""
 
 
 def _updatable(dest: Path, found: dict) -> bool:

@@ -83,12 +83,15 @@ def find_root(start: Path) -> Path:
             f"{start} is not inside a git checkout: run flagtasks in an upstream checkout"
         )
     top = top.resolve()
-    if (top / ".git" / BUILD_MARKER).is_file():
-        raise UsageError(
-            f"{top} is a build tree made by flagtasks: run flagtasks from the checkout "
-            "that built it"
-        )
-    while (outer := git.superproject(top)) is not None:
+    while True:  # a submodule built inside a tree belongs to that tree
+        if (top / ".git" / BUILD_MARKER).is_file():
+            raise UsageError(
+                f"{top} is a build tree made by flagtasks: run flagtasks from the checkout "
+                "that built it"
+            )
+        outer = git.superproject(top)
+        if outer is None:
+            break
         top = outer.resolve()
     for folder in (start, *start.parents):
         if _is_ours(folder / CONFIG_NAME):

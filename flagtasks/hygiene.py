@@ -45,6 +45,8 @@ def store_problems(hardware: Path) -> list[str]:
         for base_dir in sorted(entry.iterdir()):
             if base_dir.is_symlink():
                 problems.append(f"{base_dir}: a symbolic link in the store; replace it")
+            elif base_dir.is_dir() and _foreign(base_dir):
+                continue  # FlagScale's own per-backend folders: `foreign_notes`
             elif not base_dir.is_dir() or not is_base8(base_dir.name):
                 problems.append(
                     f"{base_dir}: not a base folder (8 hex digits); rename or remove it"
@@ -95,6 +97,34 @@ def store_problems(hardware: Path) -> list[str]:
                     f"{combo.base8}; generate it or fix the line"
                 )
     return problems
+
+
+def _foreign(folder: Path) -> bool:
+    """A folder in a device folder that is FlagScale's own, not an adaptation: its newer
+    store keeps `hardware/<DEV>/<backend>/` folders (`FlagScale`, `Megatron-LM`, `vllm`,
+    ...), each described by a `diff.yaml`."""
+    marker = folder / "diff.yaml"
+    return not is_base8(folder.name) and marker.is_file() and not marker.is_symlink()
+
+
+def foreign_notes(hardware: Path) -> list[str]:
+    """What verify says, without failing, about folders in device folders it leaves alone."""
+    found = []
+    with contextlib.suppress(OSError):
+        for device in sorted(hardware.iterdir()):
+            if device.is_symlink() or not device.is_dir() or not is_device(device.name):
+                continue
+            found += [
+                f"{d.relative_to(hardware)}"
+                for d in sorted(device.iterdir())
+                if d.is_dir() and not d.is_symlink() and _foreign(d)
+            ]
+    if not found:
+        return []
+    return [
+        f"note: {len(found)} folder(s) in device folders are not flagtasks adaptations "
+        f"(e.g. {found[0]}, FlagScale's own backend patches with a diff.yaml); left alone"
+    ]
 
 
 def _sub_kind_problems(adaptation: store.Adaptation) -> list[str]:
@@ -365,7 +395,7 @@ def commit_problems(root: Path, hardware: Path, adaptation: store.Adaptation) ->
 
 @reported
 def check_task(root: Path, hardware: Path) -> str:
-    notes = "".join(f"{note}\n" for note in hetero_notes(hardware))
+    notes = "".join(f"{note}\n" for note in hetero_notes(hardware) + foreign_notes(hardware))
     problems = store_problems(hardware) + secret_problems(root, hardware)
     if problems:
         sys.stdout.write(notes)

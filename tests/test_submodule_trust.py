@@ -310,3 +310,33 @@ def test_killed_in_place_unpatch_puts_back_or_finishes_the_submodule(
         git(project, "branch", "-q", "-D", branch)
         assert (rev(project, "HEAD"), rev(project / SUB, "HEAD")) == (main, sub_main)
     assert outcomes, outcomes
+
+
+def test_commands_inside_a_built_submodule_name_the_build_tree(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build"))
+    flagtasks_fails(_built(project) / SUB, 2, "status", says=["is a build tree made by flagtasks"])
+
+
+def test_a_failed_first_build_leaves_no_device_folder(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    folder = project / "hardware" / DEV / base8
+    patch = folder / f"{base8}.third_party%2Fsub.patch"
+    patch.write_bytes(patch.read_bytes().replace(b"+X = 2", b"+X = 3"))
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=[patch.name])
+    assert not (project / "build" / DEV).exists()
+
+
+def test_flagscales_own_backend_folders_are_left_alone(user: tuple[Path, str]) -> None:
+    """FlagScale's newer store keeps hardware/<DEV>/<backend>/diff.patch folders: verify says
+    it leaves them alone; any other folder is still not a base folder."""
+    project, base8 = user
+    for where in (f"{DEV}/Megatron-LM", "Cambricon_MLU/vllm"):
+        (project / "hardware" / where).mkdir(parents=True)
+        (project / "hardware" / where / "diff.patch").write_text("diff --git a/x b/x\n")
+        (project / "hardware" / where / "diff.yaml").write_text("commit: abc\n")
+    proc = flagtasks_ok(project, "verify")
+    assert "2 folder(s) in device folders are not flagtasks adaptations" in proc.stdout, proc
+    (project / "hardware" / DEV / "vllm2").mkdir()
+    (project / "hardware" / DEV / "vllm2" / "diff.patch").write_text("x\n")
+    flagtasks_fails(project, 1, "verify", says=["vllm2: not a base folder"])
