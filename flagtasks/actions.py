@@ -191,6 +191,27 @@ def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
     return f"{said}wrote {where}{extra} (encrypted for {len(recipients)} recipient(s))"
 
 
+def store_made(hardware: Path, job: VendorJob, made: patches.Made, recipients: list | None) -> str:
+    """Store a made adaptation at once (rebase): plain, or encrypted for `recipients`, with
+    the metadata `format_patch` writes; an encrypted one whose plaintext and readers did not
+    change is left as it is, so the same rebase twice gives the same bytes."""
+    encrypted = recipients is not None
+    meta = _metadata(job, made, store.sha256(made.data), encrypted, [])
+    where = store.patch_path(hardware, job.device, job.base8, encrypted)
+    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
+    said = f"({made.mode}, {made.commits} patch(es))"
+    if recipients is None:
+        if where.is_file() and _same_content(old, meta) and where.read_bytes() == made.data:
+            return f"{where} is unchanged {said}"
+        store.write_adaptation(hardware, job.device, job.base8, made.data, meta, encrypted=False)
+        return f"wrote {where} {said}"
+    if not crypto.needs_rewrite(where, _same_content(old, meta), recipients):
+        return f"{where} is unchanged {said}"
+    blob = crypto.encrypt(made.data, recipients)
+    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True)
+    return f"wrote {where} {said}, encrypted for {len(recipients)} recipient(s)"
+
+
 @contextmanager
 def _stored_file(path: Path) -> Iterator[None]:
     """Reading a stored patch: a link, a FIFO, a huge or unreadable file there is that

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from . import errors, version
-from .commands import init, matrix, patch, status, unpatch, verify
+from .commands import init, matrix, patch, rebase, status, unpatch, verify
 
 EXAMPLES = {
     "patch": "example:\n  flagtasks patch --device-type A_X100 --base-commit-id v1.0\n"
@@ -22,6 +22,9 @@ EXAMPLES = {
     "verify": "example:\n  flagtasks verify\n  flagtasks verify --device-type A_X100",
     "status": "example:\n  flagtasks status\n  flagtasks status --json",
     "init": "example:\n  cd FlagScale && flagtasks init && doit list",
+    "rebase": "example:\n"
+    "  flagtasks rebase --device-type A_X100 --base-commit-id v1.0 --onto origin/main\n"
+    "  flagtasks rebase --check --onto origin/main --json",
     "matrix": 'example:\n  flagtasks matrix   # {"device": ["A_X100", "B_Y100"]}',
 }
 
@@ -136,6 +139,38 @@ def parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(func=verify.run)
 
+    r = sub("rebase", "carry an adaptation onto a newer upstream commit, or forecast it")
+    r.add_argument(
+        "--device-type",
+        nargs="+",
+        metavar="DEV",
+        help=f"{devices}: one to rebase; with --check, those to forecast (default: all)",
+    )
+    r.add_argument(
+        "--base-commit-id",
+        metavar="OLD",
+        help="the base the adaptation is stored on: BASE8 or any rev (required without --check)",
+    )
+    r.add_argument(
+        "--onto", required=True, metavar="REV", help="the newer upstream commit (required)"
+    )
+    r.add_argument(
+        "--key-path",
+        metavar="DIR",
+        help="folder holding private_key.pem, outside the repository (default: [keys] DEV)",
+    )
+    r.add_argument(
+        "--worktree",
+        metavar="DIR",
+        help="on conflict, leave a git worktree at DIR stopped at the first conflict",
+    )
+    r.add_argument(
+        "--check",
+        action="store_true",
+        help="forecast every stored device onto REV; writes nothing (default: off)",
+    )
+    r.add_argument("--json", action="store_true", help="with --check: JSON for CI")
+    r.set_defaults(func=rebase.run)
     s = sub("status", "table of devices x bases")
     s.add_argument(
         "--json",

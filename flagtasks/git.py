@@ -739,3 +739,112 @@ def switch_back(repo: Path, ref: str) -> None:
 
 def delete_branch(repo: Path, branch: str) -> None:
     run(repo, "branch", "-q", "-D", branch)
+
+
+# ---- rebase: replaying an adaptation onto another base with git's three-way merge ----
+
+AM_FLAGS = (
+    "--keep-cr",
+    "--keep-non-patch",
+    "--whitespace=nowarn",
+    "--committer-date-is-author-date",
+)
+"""`git am`'s options for every replay: the bytes as they are, the build's dates."""
+
+
+def apply_each(repo: Path, base: str, patch_files: list[Path], index: Path) -> int | None:
+    """Apply patch files one by one to `base` in the index file `index`, so every blob the
+    series passes through is written to `repo`'s objects (a later three-way merge needs
+    them); returns the number of the first patch that does not apply, or None."""
+    env = {"GIT_INDEX_FILE": str(index)}
+    run(repo, "read-tree", base, env=env)
+    for number, path in enumerate(patch_files, start=1):
+        try:
+            run(
+                repo,
+                "apply",
+                "--cached",
+                "--whitespace=nowarn",
+                str(path),
+                env=env,
+                config=APPLY_CONFIG,
+            )
+        except GitError:
+            return number
+    return None
+
+
+@dataclass(frozen=True)
+class AmRun:
+    """What one `git am` invocation did: finished or stopped, and what it printed."""
+
+    done: bool
+    stdout: str
+    stderr: str
+
+
+def _am(path: Path, *args: str) -> AmRun:
+    if _GIT is None:
+        raise UsageError("git is not installed: install git 2.30 or newer")
+    config = [
+        a
+        for item in (*APPLY_CONFIG, *CHECKOUT_CONFIG)
+        if not item.startswith("am.")
+        for a in ("-c", item)
+    ]
+    proc = subprocess.run(
+        [_GIT, "-C", str(path), *config, "am", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=clean_env(os.environ, BUILD_IDENTITY),
+        check=False,
+    )
+    return AmRun(
+        proc.returncode == 0,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+def am_three_way(path: Path, mbox: Path) -> AmRun:
+    """`git am -3`: plain apply first, git's three-way merge where that fails; a stop at a
+    conflict is a result, not an error (the session stays for `am_continue`)."""
+    return _am(path, "-3", *AM_FLAGS, str(mbox))
+
+
+def am_continue(path: Path) -> AmRun:
+    return _am(path, "--continue")
+
+
+def am_skip(path: Path) -> AmRun:
+    return _am(path, "--skip")
+
+
+def unmerged(path: Path) -> dict[str, set[int]]:
+    """Each path with unmerged index entries, and its stages (1 base, 2 ours, 3 theirs)."""
+    out = run(path, "ls-files", "-u", "-z")
+    stages: dict[str, set[int]] = {}
+    for entry in out.decode("utf-8", "surrogateescape").split("\0"):
+        info, _, name = entry.partition("\t")
+        parts = info.split()
+        if len(parts) == 3:
+            stages.setdefault(name, set()).add(int(parts[2]))
+    return stages
+
+
+def take_theirs(path: Path, name: str, present: bool) -> None:
+    """Resolve an unmerged path with the patch's side (or its deletion)."""
+    if present:
+        run(path, "checkout", "--theirs", "--", name)
+        run(path, "add", "--", name)
+    else:
+        run(path, "rm", "-q", "--", name)
+
+
+def reset_to(path: Path, rev: str) -> None:
+    """Move a scratch repository's branch, index and files to `rev`."""
+    run(path, "reset", "-q", "--hard", rev, config=CHECKOUT_CONFIG)
+
+
+def worktree_add(repo: Path, folder: Path, branch: str, rev: str) -> None:
+    run(repo, "worktree", "add", "-q", "-b", branch, str(folder), rev, config=CHECKOUT_CONFIG)

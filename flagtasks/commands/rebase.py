@@ -1,0 +1,353 @@
+"""`flagtasks rebase`: carry a stored adaptation onto a newer upstream commit (the seed's "how
+to iterate adaptation"), or forecast, for every device at once, which ones move cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import actions, crypto, git, patches, plan, rebase, store
+from ..config import Config
+from ..errors import FlagtasksError, OperationError, UsageError
+from ..names import check_device, check_rev
+from ..plan import StoredJob, VendorJob
+from . import known_device, load_config, outside_repo, take_lock
+
+SCHEMA = 1
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.check:
+        return _check(args)
+    if not args.device_type or len(args.device_type) != 1:
+        raise UsageError("rebase needs one --device-type (or --check for a forecast)")
+    if not args.base_commit_id:
+        raise UsageError("rebase needs --base-commit-id: the base the adaptation is stored on")
+    device = check_device(args.device_type[0])
+    cfg = load_config()
+    found = store.scan(cfg.hardware)
+    known_device(cfg, device, found)
+    old8 = _base8(cfg, check_rev(args.base_commit_id, "--base-commit-id"), device, found)
+    onto = _resolve(cfg, check_rev(args.onto, "--onto"), "--onto")
+    if onto[:8] == old8:
+        raise UsageError(f"--onto {args.onto} is the adaptation's own base {old8}: nothing to do")
+    key = _key(cfg, device, args.key_path)
+    worktree = _worktree(cfg, args.worktree, device, onto) if args.worktree else None
+    take_lock(cfg)
+    p = plan.make(cfg)
+    job = p.stored[device][old8]
+    if job.base is None:
+        raise plan.unknown_commit(cfg, old8, f"base of {device}")
+    with _plaintext(cfg, job, key) as mbox:
+        meta = actions.checked_meta(job)
+        if actions.sub_records(job, meta):
+            raise UsageError(
+                f"{device} {old8} changes submodules: rebase carries the upstream's patch only "
+                "in this version; regenerate it on the new base with flagtasks patch"
+            )
+        with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp:
+            outcome = rebase.replay(cfg.repo, Path(tmp) / "work", job.base, onto, mbox)
+            print(_said(device, old8, onto, outcome))
+            if outcome.conflicts:
+                if worktree is not None:
+                    _leave_worktree(cfg, device, job.base, onto, mbox, worktree)
+                raise OperationError(
+                    f"{device} does not rebase cleanly onto {onto[:8]}: "
+                    f"{len(outcome.conflicts)} commit(s) conflict; nothing written to "
+                    f"{cfg.hardware.name}/"
+                    + ("" if worktree else " (--worktree DIR leaves the replay to resolve)")
+                )
+            assert outcome.head is not None
+            print(_store(cfg, job, key, meta, Path(tmp) / "work", onto, outcome.head))
+    return 0
+
+
+def _base8(cfg: Config, rev: str, device: str, found: dict[str, Any]) -> str:
+    if rev in found.get(device, {}):
+        return rev
+    sha = _resolve(cfg, rev, "--base-commit-id")
+    if sha[:8] not in found.get(device, {}):
+        have = ", ".join(sorted(found.get(device, {}))) or "none"
+        raise UsageError(
+            f"{device} has no adaptation on base {sha[:8]} in {cfg.hardware} (its bases: "
+            f"{have}); pick one of those with --base-commit-id"
+        )
+    return sha[:8]
+
+
+def _resolve(cfg: Config, rev: str, flag: str) -> str:
+    sha = git.resolve(cfg.repo, [rev])[rev]
+    if sha is None:
+        raise plan.unknown_commit(cfg, rev, flag)
+    return sha
+
+
+def _key(cfg: Config, device: str, given: str | None) -> Path | None:
+    if given:
+        key = outside_repo(cfg, Path(given), "--key-path")
+        if not key.is_dir():
+            raise UsageError(
+                f"--key-path {key} is not a folder: give the folder with private_key.pem"
+            )
+        return key
+    vendor = cfg.vendors.get(device)
+    return cfg.keys.get(device) or (vendor.key if vendor else None)
+
+
+def _worktree(cfg: Config, given: str, device: str, onto: str) -> Path:
+    folder = Path(given).expanduser().resolve()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"--worktree {folder} exists and is not an empty folder: pick a new one")
+    branch = _branch(device, onto)
+    if git.branch_exists(cfg.repo, branch):
+        raise UsageError(
+            f"branch {branch} already exists: delete it (git branch -D {branch}) first"
+        )
+    return folder
+
+
+def _branch(device: str, onto: str) -> str:
+    return f"flagtasks/rebase/{device}/{onto[:8]}"
+
+
+@contextmanager
+def _plaintext(cfg: Config, job: StoredJob, key: Path | None) -> Iterator[Path]:
+    """The stored adaptation's plaintext in an owner-only file of the state folder, checked
+    as unpatch checks it (sha256 against the metadata, plain bodies)."""
+    state = cfg.state_dir
+    state.mkdir(mode=0o700, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rebase-", dir=state) as private:
+        path = Path(private) / "adaptation.patch"
+        actions.write_checked_plaintext(job, key, actions.checked_meta(job), path)
+        yield path
+
+
+def _said(device: str, old8: str, onto: str, outcome: rebase.Outcome) -> str:
+    head = f"{device} {old8} -> {onto[:8]}: {outcome.total} commit(s)"
+    if outcome.conflicts:
+        lines = [f"{head}, {len(outcome.conflicts)} conflict:"]
+        for conflict in outcome.conflicts:
+            where = "; ".join(f"{name} ({what})" for name, what in conflict.files)
+            lines.append(f"  commit {conflict.commit.number}/{outcome.total} "
+                         f"{conflict.commit.subject!r}: {where}")  # fmt: skip
+        return "\n".join(lines)
+    if outcome.three_way:
+        merged = ", ".join(str(c) for c in outcome.three_way)
+        return f"{head}, clean; the three-way merge was needed for commit(s) {merged}"
+    return f"{head}, clean (every commit applies as it is)"
+
+
+def _store(
+    cfg: Config, job: StoredJob, key: Path | None, meta: dict, work: Path, onto: str, head: str
+) -> str:
+    """Write the rebased adaptation as `patch` would (same mode, key and recipients), after
+    proving it applies to the new base with the upstream's objects alone; then verify it."""
+    mode = meta.get("mode") if meta.get("mode") in ("series", "squash") else "auto"
+    made = patches.make(work, onto, head, str(mode))
+    recipients = _recipients(cfg, job, key) if job.encrypted else None
+    vendor = cfg.vendors.get(job.device)
+    new = VendorJob(
+        device=job.device,
+        base=onto,
+        current=head,
+        mode=made.mode,
+        key=key if job.encrypted else None,
+        recipients=vendor.recipients if vendor else (),
+    )
+    said = actions.store_made(cfg.hardware, new, made, recipients)
+    stored = StoredJob(
+        device=job.device,
+        base8=onto[:8],
+        base=onto,
+        patch=store.patch_path(cfg.hardware, job.device, onto[:8], job.encrypted),
+        encrypted=job.encrypted,
+        meta=store.meta_path(cfg.hardware, job.device, onto[:8]),
+    )
+    return said + "\n" + actions.check_adaptation(cfg.repo, stored, key, None)
+
+
+def _recipients(cfg: Config, job: StoredJob, key: Path | None) -> list:
+    """The old adaptation's readers: the key's own public key and the configured recipients,
+    which must be every key the old patch was readable by."""
+    assert key is not None  # write_checked_plaintext needed it
+    vendor = cfg.vendors.get(job.device)
+    recipients = crypto.recipient_keys(key, vendor.recipients if vendor else ())
+    wanted = crypto.readable_by(job.patch)
+    have = sorted({crypto.fingerprint(r) for r in recipients})
+    if wanted and set(wanted) - set(have):
+        raise UsageError(
+            f"{job.patch} is readable by {len(wanted)} key(s), and flagtasks has the public "
+            f"keys of {len(set(wanted) & set(have))} of them: add the others' public keys as "
+            f"recipients in [vendor.{job.device}] of config.toml"
+        )
+    return recipients
+
+
+def _leave_worktree(
+    cfg: Config, device: str, old: str, onto: str, mbox: Path, folder: Path
+) -> None:
+    """A worktree of the checkout at `folder`, on a new branch at the new base, with
+    `git am -3` stopped at the first conflict; then the next steps."""
+    branch = _branch(device, onto)
+    git.worktree_add(cfg.repo, folder, branch, onto)
+    old_umask = os.umask(0o077)  # git am's copy of the plaintext: owner-only
+    try:
+        stop = rebase.stop_at_first_conflict(folder, old, mbox)
+    finally:
+        os.umask(old_umask)
+    print(
+        f"left a worktree at {folder} on branch {branch}, stopped at the first conflict "
+        f"({', '.join(stop.unmerged) or 'see git status'}). Next:\n"
+        f"  cd {folder}   # resolve the files, git add them\n"
+        "  git am --continue   # repeat until the series is applied\n"
+        f"  cd {cfg.root} && flagtasks patch --device-type {device} --base-commit-id "
+        f"{onto[:8]} --current-commit-id {branch}"
+    )
+
+
+# ---- --check: the forecast for every device ----
+
+
+@dataclass(frozen=True)
+class Row:
+    device: str
+    base: str | None
+    result: str
+    commits: list[dict[str, Any]]
+    files: list[str]
+    note: str = ""
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Try each device's selected adaptation onto REV; write nothing, take no lock."""
+    if args.base_commit_id or args.worktree or args.key_path:
+        raise UsageError("rebase --check takes --onto, --device-type and --json only")
+    cfg = load_config()
+    onto = _resolve(cfg, check_rev(args.onto, "--onto"), "--onto")
+    found = store.scan(cfg.hardware)
+    wanted = [check_device(d) for d in args.device_type or []]
+    for device in wanted:
+        known_device(cfg, device, found)
+    p = plan.make(cfg)
+    selected = _selected(cfg, p)
+    devices = wanted or sorted(selected)
+    jobs = [(d, selected[d]) for d in devices if d in selected]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        rows = list(pool.map(lambda pair: _forecast(cfg, onto, *pair), jobs))
+    combos = _combos(cfg, rows)
+    if args.json:
+        print(json.dumps(_document(onto, rows, combos), indent=2))
+    else:
+        _table(onto, rows, combos)
+    return 1 if any(r.result == "conflict" for r in rows) else 0
+
+
+def _selected(cfg: Config, p: plan.Plan) -> dict[str, StoredJob]:
+    """Each stored device's `[use]` base, else its newest (by commit date)."""
+    chosen: dict[str, StoredJob] = {}
+    times = git.commit_times(
+        cfg.repo, [j.base for bases in p.stored.values() for j in bases.values() if j.base]
+    )
+    for device, bases in p.stored.items():
+        stored = {b8: j for b8, j in bases.items() if j.patch.is_file()}
+        if not stored:
+            continue
+        use = cfg.use.get(device)
+        pick = next((j for b8, j in stored.items() if use and (b8 == use or j.base == use)), None)
+        chosen[device] = pick or max(
+            stored.values(), key=lambda j: (times.get(j.base or "", -1), j.base8)
+        )
+    return chosen
+
+
+def _forecast(cfg: Config, onto: str, device: str, job: StoredJob) -> Row:
+    vendor = cfg.vendors.get(device)
+    key = cfg.keys.get(device) or (vendor.key if vendor else None)
+    if job.encrypted and key is None:
+        return Row(device, job.base, "no-key", [], [], "encrypted; give its key in [keys]")
+    if job.base is None:
+        return Row(device, None, "error", [], [], f"base {job.base8} is not in the checkout")
+    try:
+        with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp:
+            mbox = Path(tmp) / "adaptation.patch"
+            actions.write_checked_plaintext(job, key, actions.checked_meta(job), mbox)
+            outcome = rebase.replay(cfg.repo, Path(tmp) / "work", job.base, onto, mbox)
+    except FlagtasksError as exc:
+        return Row(device, job.base, "error", [], [], exc.message.splitlines()[0])
+    listed = [c.commit for c in outcome.conflicts] if outcome.conflicts else outcome.three_way
+    commits = [{"number": c.number, "subject": c.subject} for c in listed]
+    return Row(device, job.base, outcome.result, commits, outcome.files)
+
+
+def _combos(cfg: Config, rows: list[Row]) -> list[dict[str, Any]]:
+    """Each hetero combo on a forecast device's base: does every device of it move?"""
+    by_device = {r.device: r for r in rows}
+    try:
+        combos = store.read_hetero_any(cfg.hardware)
+    except UsageError:
+        return []
+    out = []
+    for combo in dict.fromkeys((c.base8, c.devices) for c in combos):
+        base8, devices = combo
+        forecast = [by_device.get(d) for d in devices]
+        if not any(r and r.base and r.base.startswith(base8) for r in forecast):
+            continue
+        moves = all(
+            r is not None and r.base is not None and r.base.startswith(base8)
+            and r.result in ("clean", "three-way")
+            for r in forecast
+        )  # fmt: skip
+        out.append({"base8": base8, "devices": list(devices), "moves": moves})
+    return out
+
+
+def _document(onto: str, rows: list[Row], combos: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "onto": onto,
+        "devices": [
+            {
+                "device": r.device,
+                "base": r.base,
+                "result": r.result,
+                "commits": r.commits,
+                "files": r.files,
+                **({"note": r.note} if r.note else {}),
+            }
+            for r in rows
+        ],
+        "combos": combos,
+    }
+
+
+def _table(onto: str, rows: list[Row], combos: list[dict[str, Any]]) -> None:
+    print(f"forecast onto {onto[:8]}")
+    if not rows:
+        print("no stored adaptations")
+    cells = [
+        (
+            r.device,
+            (r.base or "-")[:8],
+            r.result,
+            ", ".join(r.files)
+            or ", ".join(f"{c['number']} {c['subject']!r}" for c in r.commits)
+            or r.note
+            or "-",
+        )
+        for r in rows
+    ]
+    header = ("DEVICE", "BASE", "RESULT", "DETAILS")
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    for line in (header, *cells):
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    for combo in combos:
+        said = "moves" if combo["moves"] else "does not move"
+        print(f"hetero {combo['base8']}: {' '.join(combo['devices'])} {said}")
