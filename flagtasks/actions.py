@@ -191,24 +191,37 @@ def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
     return f"{said}wrote {where}{extra} (encrypted for {len(recipients)} recipient(s))"
 
 
-def store_made(hardware: Path, job: VendorJob, made: patches.Made, recipients: list | None) -> str:
+def store_made(
+    hardware: Path,
+    job: VendorJob,
+    made: patches.Made,
+    subs: list[patches.SubMade],
+    recipients: list | None,
+) -> str:
     """Store a made adaptation at once (rebase): plain, or encrypted for `recipients`, with
-    the metadata `format_patch` writes; an encrypted one whose plaintext and readers did not
-    change is left as it is, so the same rebase twice gives the same bytes."""
+    the metadata `format_patch` writes; one whose content and readers did not change is
+    left as it is, so the same rebase twice gives the same bytes."""
     encrypted = recipients is not None
-    meta = _metadata(job, made, store.sha256(made.data), encrypted, [])
+    meta = _metadata(job, made, store.sha256(made.data), encrypted, subs)
+    folder = store.base_folder(hardware, job.device, job.base8)
     where = store.patch_path(hardware, job.device, job.base8, encrypted)
     old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
-    said = f"({made.mode}, {made.commits} patch(es))"
+    said = f"({made.mode}, {made.commits} patch(es){_subs_said(subs)})"
+    sub_data = {sub.move.path: sub.made.data for sub in subs}
+    same = where.is_file() and _same_content(old, meta)
     if recipients is None:
-        if where.is_file() and _same_content(old, meta) and where.read_bytes() == made.data:
+        if same and where.read_bytes() == made.data and _subs_stored(folder, job, sub_data):
             return f"{where} is unchanged {said}"
-        store.write_adaptation(hardware, job.device, job.base8, made.data, meta, encrypted=False)
+        store.write_adaptation(
+            hardware, job.device, job.base8, made.data, meta, encrypted=False, subs=sub_data
+        )
         return f"wrote {where} {said}"
-    if not crypto.needs_rewrite(where, _same_content(old, meta), recipients):
+    stored = [where, *(folder / store.sub_patch_name(job.base8, p, True) for p in sub_data)]
+    if not any(crypto.needs_rewrite(path, same, recipients) for path in stored):
         return f"{where} is unchanged {said}"
     blob = crypto.encrypt(made.data, recipients)
-    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True)
+    sealed = {path: crypto.encrypt(data, recipients) for path, data in sub_data.items()}
+    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True, subs=sealed)
     return f"wrote {where} {said}, encrypted for {len(recipients)} recipient(s)"
 
 

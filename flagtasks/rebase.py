@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def replay(repo: Path, work: Path, old: str, onto: str, mbox: Path) -> Outcome:
     """Replay the series in `mbox` (made on `old`) onto `onto` in a scratch at `work`."""
     outcome = Outcome(total=prepare(repo, work, old, mbox))
     git.checkout_new(work, BRANCH, onto)
+    return play(work, mbox, outcome)
+
+
+def play(work: Path, mbox: Path, outcome: Outcome) -> Outcome:
+    """`git am -3` of `mbox` in a prepared scratch at the new base, through every conflict."""
     run = git.am_three_way(work, mbox)
     number = 1
     while True:
@@ -110,6 +116,40 @@ def replay(repo: Path, work: Path, old: str, onto: str, mbox: Path) -> Outcome:
     if not outcome.conflicts:
         outcome.head = git.head(work)
     return outcome
+
+
+@dataclass(frozen=True)
+class SubReplay:
+    """A submodule the adaptation changes: its patch, made on `old` inside the user's copy
+    `copy`, replayed onto `onto`, the commit the new upstream base pins."""
+
+    path: str
+    copy: Path
+    old: str
+    onto: str
+    current: str  # the vendor's commit, named by the upstream patch's gitlink
+    mbox: Path
+
+
+def replay_with_subs(
+    repo: Path, work: Path, old: str, onto: str, mbox: Path, subs: list[SubReplay]
+) -> tuple[Outcome, dict[str, Outcome]]:
+    """The upstream's series and each submodule's, as `replay` does. Each submodule is
+    replayed in its own scratch inside the upstream's (where `patches.make_adaptation`
+    finds it); the upstream's patch then names the new commits in its gitlinks."""
+    outcome = Outcome(total=prepare(repo, work, old, mbox))
+    git.checkout_new(work, BRANCH, onto)
+    done: dict[str, Outcome] = {}
+    links: dict[str, str] = {}
+    for sub in subs:
+        inner = replay(sub.copy, work / sub.path, sub.old, sub.onto, sub.mbox)
+        done[sub.path] = inner
+        links[sub.old] = sub.onto
+        links[sub.current] = inner.head or sub.current
+    relinked = mbox.with_name(mbox.name + ".onto")
+    shutil.copyfile(mbox, relinked)  # in the caller's owner-only folder
+    patches.relink(relinked, links)
+    return play(work, relinked, outcome), done
 
 
 def stop_at_first_conflict(worktree: Path, old: str, mbox: Path) -> AmStop:

@@ -25,8 +25,14 @@ SCHEMA = 1
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.check:
-        return _check(args)
+    old_umask = os.umask(0o077)  # every scratch file holds plaintext: owner-only
+    try:
+        return _check(args) if args.check else _rebase(args)
+    finally:
+        os.umask(old_umask)
+
+
+def _rebase(args: argparse.Namespace) -> int:
     if not args.device_type or len(args.device_type) != 1:
         raise UsageError("rebase needs one --device-type (or --check for a forecast)")
     if not args.base_commit_id:
@@ -46,28 +52,33 @@ def run(args: argparse.Namespace) -> int:
     job = p.stored[device][old8]
     if job.base is None:
         raise plan.unknown_commit(cfg, old8, f"base of {device}")
-    with _plaintext(cfg, job, key) as mbox:
-        meta = actions.checked_meta(job)
-        if actions.sub_records(job, meta):
-            raise UsageError(
-                f"{device} {old8} changes submodules: rebase carries the upstream's patch only "
-                "in this version; regenerate it on the new base with flagtasks patch"
+    with (
+        _plaintexts(cfg, job, key, onto) as (mbox, subs),
+        tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp,
+    ):
+        work = Path(tmp) / "work"
+        outcome, inner = rebase.replay_with_subs(cfg.repo, work, job.base, onto, mbox, subs)
+        print(_said(device, old8, onto, outcome, inner))
+        if _conflicting(outcome, inner):
+            if worktree is not None and outcome.conflicts:
+                _leave_worktree(cfg, device, job.base, onto, mbox, worktree)
+            elif worktree is not None:
+                print("the conflicts are inside submodules: resolve them in your copy of "
+                      "each, then run flagtasks patch on the new base")  # fmt: skip
+            count = len(outcome.conflicts) + sum(len(o.conflicts) for o in inner.values())
+            raise OperationError(
+                f"{device} does not rebase cleanly onto {onto[:8]}: {count} commit(s) "
+                f"conflict; nothing written to {cfg.hardware.name}/"
+                + ("" if worktree else " (--worktree DIR leaves the replay to resolve)")
             )
-        with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp:
-            outcome = rebase.replay(cfg.repo, Path(tmp) / "work", job.base, onto, mbox)
-            print(_said(device, old8, onto, outcome))
-            if outcome.conflicts:
-                if worktree is not None:
-                    _leave_worktree(cfg, device, job.base, onto, mbox, worktree)
-                raise OperationError(
-                    f"{device} does not rebase cleanly onto {onto[:8]}: "
-                    f"{len(outcome.conflicts)} commit(s) conflict; nothing written to "
-                    f"{cfg.hardware.name}/"
-                    + ("" if worktree else " (--worktree DIR leaves the replay to resolve)")
-                )
-            assert outcome.head is not None
-            print(_store(cfg, job, key, meta, Path(tmp) / "work", onto, outcome.head))
+        assert outcome.head is not None
+        meta = actions.checked_meta(job)
+        print(_store(cfg, job, key, meta, work, onto, outcome.head))
     return 0
+
+
+def _conflicting(outcome: rebase.Outcome, inner: dict[str, rebase.Outcome]) -> bool:
+    return bool(outcome.conflicts) or any(o.conflicts for o in inner.values())
 
 
 def _base8(cfg: Config, rev: str, device: str, found: dict[str, Any]) -> str:
@@ -119,19 +130,53 @@ def _branch(device: str, onto: str) -> str:
 
 
 @contextmanager
-def _plaintext(cfg: Config, job: StoredJob, key: Path | None) -> Iterator[Path]:
-    """The stored adaptation's plaintext in an owner-only file of the state folder, checked
-    as unpatch checks it (sha256 against the metadata, plain bodies)."""
+def _plaintexts(
+    cfg: Config, job: StoredJob, key: Path | None, onto: str
+) -> Iterator[tuple[Path, list[rebase.SubReplay]]]:
+    """The stored adaptation's plaintext, and each submodule patch's with what it moves
+    onto (the commit the new base pins), in owner-only files of the state folder, checked as
+    unpatch checks them."""
     state = cfg.state_dir
     state.mkdir(mode=0o700, exist_ok=True)
+    meta = actions.checked_meta(job)
+    records = actions.sub_records(job, meta)
+    copies = actions.sub_copies(cfg.repo, job, records)
+    pins = git.gitlinks_in(cfg.repo, onto) if records else {}
     with tempfile.TemporaryDirectory(prefix="rebase-", dir=state) as private:
         path = Path(private) / "adaptation.patch"
-        actions.write_checked_plaintext(job, key, actions.checked_meta(job), path)
-        yield path
+        actions.write_checked_plaintext(job, key, meta, path)
+        subs = []
+        for number, (record, copy) in enumerate(zip(records, copies, strict=True)):
+            pin = pins.get(record.path)
+            if pin is None:
+                raise OperationError(
+                    f"{onto[:8]} has no submodule {record.path}, which the {job.device} "
+                    "adaptation changes: adapt the new base by hand and run flagtasks patch"
+                )
+            if not git.has_commit(copy, pin):
+                raise OperationError(
+                    f"submodule {record.path}: commit {pin[:12]}, which {onto[:8]} pins, is not "
+                    f"in your copy of it: fetch it there (git -C {record.path} fetch), or check "
+                    f"out {onto[:8]} and run git submodule update --init {record.path}"
+                )
+            sub_file = Path(private) / f"sub-{number}.patch"
+            actions.write_checked_plaintext(job, key, meta, sub_file, record)
+            subs.append(
+                rebase.SubReplay(record.path, copy, record.base, pin, record.current, sub_file)
+            )
+        yield path, subs
 
 
-def _said(device: str, old8: str, onto: str, outcome: rebase.Outcome) -> str:
-    head = f"{device} {old8} -> {onto[:8]}: {outcome.total} commit(s)"
+def _said(
+    device: str, old8: str, onto: str, outcome: rebase.Outcome, inner: dict[str, rebase.Outcome]
+) -> str:
+    lines = [_said_one(f"{device} {old8} -> {onto[:8]}", outcome)]
+    lines += [_said_one(f"  submodule {path}", o) for path, o in inner.items()]
+    return "\n".join(lines)
+
+
+def _said_one(what: str, outcome: rebase.Outcome) -> str:
+    head = f"{what}: {outcome.total} commit(s)"
     if outcome.conflicts:
         lines = [f"{head}, {len(outcome.conflicts)} conflict:"]
         for conflict in outcome.conflicts:
@@ -151,7 +196,7 @@ def _store(
     """Write the rebased adaptation as `patch` would (same mode, key and recipients), after
     proving it applies to the new base with the upstream's objects alone; then verify it."""
     mode = meta.get("mode") if meta.get("mode") in ("series", "squash") else "auto"
-    made = patches.make(work, onto, head, str(mode))
+    made, subs = patches.make_adaptation(work, onto, head, str(mode))
     recipients = _recipients(cfg, job, key) if job.encrypted else None
     vendor = cfg.vendors.get(job.device)
     new = VendorJob(
@@ -162,7 +207,7 @@ def _store(
         key=key if job.encrypted else None,
         recipients=vendor.recipients if vendor else (),
     )
-    said = actions.store_made(cfg.hardware, new, made, recipients)
+    said = actions.store_made(cfg.hardware, new, made, subs, recipients)
     stored = StoredJob(
         device=job.device,
         base8=onto[:8],
@@ -276,15 +321,27 @@ def _forecast(cfg: Config, onto: str, device: str, job: StoredJob) -> Row:
     if job.base is None:
         return Row(device, None, "error", [], [], f"base {job.base8} is not in the checkout")
     try:
-        with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp:
-            mbox = Path(tmp) / "adaptation.patch"
-            actions.write_checked_plaintext(job, key, actions.checked_meta(job), mbox)
-            outcome = rebase.replay(cfg.repo, Path(tmp) / "work", job.base, onto, mbox)
+        with (
+            _plaintexts(cfg, job, key, onto) as (mbox, subs),
+            tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp,
+        ):
+            work = Path(tmp) / "work"
+            outcome, inner = rebase.replay_with_subs(cfg.repo, work, job.base, onto, mbox, subs)
     except FlagtasksError as exc:
         return Row(device, job.base, "error", [], [], exc.message.splitlines()[0])
+    results = [outcome.result, *(o.result for o in inner.values())]
+    result = next((r for r in ("conflict", "three-way") if r in results), "clean")
+    commits, files = _listed("", outcome), outcome.files
+    for path, sub in inner.items():
+        commits += _listed(f"{path}: ", sub)
+        files += [f"{path}/{name}" for name in sub.files]
+    return Row(device, job.base, result, commits, files)
+
+
+def _listed(prefix: str, outcome: rebase.Outcome) -> list[dict[str, Any]]:
+    """The commits a row names: the conflicting ones, else those the merge was needed for."""
     listed = [c.commit for c in outcome.conflicts] if outcome.conflicts else outcome.three_way
-    commits = [{"number": c.number, "subject": c.subject} for c in listed]
-    return Row(device, job.base, outcome.result, commits, outcome.files)
+    return [{"number": c.number, "subject": f"{prefix}{c.subject}"} for c in listed]
 
 
 def _combos(cfg: Config, rows: list[Row]) -> list[dict[str, Any]]:
