@@ -149,7 +149,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--base-commit-id",
         metavar="OLD",
-        help="the base the adaptation is stored on: BASE8 or any rev (required without --check)",
+        help="the base the adaptation is stored on: BASE8 or any rev (default: none; "
+        "needed without --check)",
     )
     r.add_argument(
         "--onto", required=True, metavar="REV", help="the newer upstream commit (required)"
@@ -162,14 +163,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--worktree",
         metavar="DIR",
-        help="on conflict, leave a git worktree at DIR stopped at the first conflict",
+        help="on conflict, leave a git worktree at DIR stopped at the first conflict "
+        "(default: none)",
     )
     r.add_argument(
         "--check",
         action="store_true",
         help="forecast every stored device onto REV; writes nothing (default: off)",
     )
-    r.add_argument("--json", action="store_true", help="with --check: JSON for CI")
+    r.add_argument(
+        "--json", action="store_true", help="with --check: JSON for CI (default: a table)"
+    )
     r.set_defaults(func=rebase.run)
     s = sub("status", "table of devices x bases")
     s.add_argument(

@@ -146,12 +146,14 @@ def run(
     stdin: bytes | None = None,
     config: Iterable[str] = (),
 ) -> bytes:
-    """Run `git -C repo [-c k=v ...] args` and return stdout bytes; GitError on failure."""
+    """Run `git -C repo [-c k=v ...] args` and return stdout bytes; GitError on failure.
+    `--no-optional-locks`: a read such as `git status` never takes the index lock, so a
+    run killed while it reads leaves no lock behind for the next one."""
     if _GIT is None:
         raise UsageError("git is not installed: install git 2.30 or newer")
     pinned = [arg for item in config for arg in ("-c", item)]
     proc = subprocess.run(
-        [_GIT, "-C", str(repo), *pinned, *args],
+        [_GIT, "--no-optional-locks", "-C", str(repo), *pinned, *args],
         input=stdin,
         stdin=None if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
@@ -752,26 +754,77 @@ AM_FLAGS = (
 """`git am`'s options for every replay: the bytes as they are, the build's dates."""
 
 
-def apply_each(repo: Path, base: str, patch_files: list[Path], index: Path) -> int | None:
+def apply_each(
+    repo: Path, base: str, patch_files: list[Path], index: Path
+) -> tuple[int | None, set[str]]:
     """Apply patch files one by one to `base` in the index file `index`, so every blob the
     series passes through is written to `repo`'s objects (a later three-way merge needs
-    them); returns the number of the first patch that does not apply, or None."""
+    them). Returns the number of the first patch that does not apply (or None), and every
+    path the patches touch."""
     env = {"GIT_INDEX_FILE": str(index)}
     run(repo, "read-tree", base, env=env)
+    touched: set[str] = set()
     for number, path in enumerate(patch_files, start=1):
         try:
-            run(
+            out = run(
                 repo,
                 "apply",
                 "--cached",
+                "--apply",
+                "--numstat",
+                "-z",
                 "--whitespace=nowarn",
                 str(path),
                 env=env,
                 config=APPLY_CONFIG,
             )
         except GitError:
-            return number
-    return None
+            return number, touched
+        touched |= _numstat_paths(out)
+    return None, touched
+
+
+def _numstat_paths(out: bytes) -> set[str]:
+    """Paths of `git apply --numstat -z`: `a\tb\tpath\0`, or `a\tb\t\0from\0to\0`."""
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    paths: set[str] = set()
+    index = 0
+    while index < len(fields):
+        head = fields[index]
+        if not head:
+            index += 1
+            continue
+        path = head.split("\t", 2)[-1] if head.count("\t") >= 2 else ""
+        if path:
+            paths.add(path)
+            index += 1
+        else:  # a rename or copy: the two paths follow
+            paths.update(p for p in fields[index + 1 : index + 3] if p)
+            index += 3
+    return paths
+
+
+def sparse_checkout(path: Path, paths: set[str] | None) -> None:
+    """Fill a scratch repository's files from HEAD: only `paths` (and whatever a merge
+    brings in) when given, else all of them. A three-way replay needs the files it
+    touches, not the 3,500 others, and writing those is most of a checkout's cost."""
+    info = path / ".git" / "info"
+    info.mkdir(exist_ok=True)
+    sparse = paths is not None and len(paths) <= SPARSE_LIMIT
+    run(path, "config", "core.sparseCheckout", "true" if sparse else "false")
+    patterns = "".join(f"/{_pattern(p)}\n" for p in sorted(paths or ())) if sparse else "/*\n"
+    (info / "sparse-checkout").write_text(patterns or "/.flagtasks-none\n", encoding="utf-8")
+    run(path, "read-tree", "-u", "--reset", "HEAD", config=BUILD_CONFIG)
+
+
+SPARSE_LIMIT = 2000
+"""More touched paths than this: a full checkout (non-cone patterns are matched one by one)."""
+
+
+def _pattern(path: str) -> str:
+    """A path as a literal gitignore-style pattern."""
+    escaped = re.sub(r"([\\*?\[\]!#])", r"\\\1", path)
+    return escaped[:-1] + "\\ " if escaped.endswith(" ") else escaped
 
 
 @dataclass(frozen=True)
@@ -793,7 +846,7 @@ def _am(path: Path, *args: str) -> AmRun:
         for a in ("-c", item)
     ]
     proc = subprocess.run(
-        [_GIT, "-C", str(path), *config, "am", *args],
+        [_GIT, "--no-optional-locks", "-C", str(path), *config, "am", *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         env=clean_env(os.environ, BUILD_IDENTITY),
@@ -844,6 +897,11 @@ def take_theirs(path: Path, name: str, present: bool) -> None:
 def reset_to(path: Path, rev: str) -> None:
     """Move a scratch repository's branch, index and files to `rev`."""
     run(path, "reset", "-q", "--hard", rev, config=CHECKOUT_CONFIG)
+
+
+def clean_all(path: Path) -> None:
+    """Remove every untracked and ignored file of a scratch repository."""
+    run(path, "clean", "-q", "-ffdx")
 
 
 def worktree_add(repo: Path, folder: Path, branch: str, rev: str) -> None:

@@ -3,8 +3,9 @@
 `replay` works in a scratch repository that borrows the upstream's objects. It first
 applies the stored series patch by patch to its old base in an index only, so every blob
 the vendor's commits pass through exists (git's three-way fallback needs the blob each
-patch starts from), then runs `git am -3` onto the new base: plain apply first, three-way
-merge where that fails, exactly as git does. A conflict is recorded (which commit, which
+patch starts from), then checks out the new base (only the files the series touches: a
+sparse checkout) and runs `git am -3` there: plain apply first, three-way merge where
+that fails, exactly as git does. A conflict is recorded (which commit, which
 files, which lines) and, to forecast the rest of the series, resolved with the commit's
 own side before going on. Nothing here touches the user's checkout.
 """
@@ -65,32 +66,40 @@ class Outcome:
         return sorted({name for c in self.conflicts for name, _ in c.files})
 
 
-def prepare(repo: Path, work: Path, old: str, mbox: Path) -> int:
-    """A scratch repository at `work` over `repo`'s objects holding every blob of the
-    series on `old`; returns how many patches the series has."""
+def prepare(repo: Path, work: Path, old: str, onto: str, mbox: Path) -> int:
+    """A scratch repository at `work` over `repo`'s objects, checked out at `onto`, holding
+    every blob of the series on `old`; returns how many patches the series has. A scratch
+    left by an earlier replay is reused: moving it costs what differs (a forecast of many
+    devices checks the new base out once)."""
+    if (work / ".git").is_dir():
+        git.am_abort(work)
+        git.reset_to(work, onto)
+        git.clean_all(work)
+    else:
+        git.init_shared(work, git.objects_dir_cached(repo), BRANCH)
+        git.point_branch(work, BRANCH, onto)
     parts = patches.split(mbox.read_bytes())
-    git.init_shared(work, git.objects_dir_cached(repo), BRANCH)
     folder = work / ".git" / "flagtasks-parts"
+    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(mode=0o700)
     files = []
     for number, part in enumerate(parts, start=1):
         path = folder / f"{number:05d}.patch"
         path.write_bytes(part)
         files.append(path)
-    failed = git.apply_each(work, old, files, work / ".git" / "flagtasks-index")
+    failed, touched = git.apply_each(work, old, files, work / ".git" / "flagtasks-index")
     if failed is not None:
         raise OperationError(
             f"patch {failed} {patches.subject(parts[failed - 1])!r} of the stored adaptation "
             f"does not apply to its own base {old[:8]}: run flagtasks verify"
         )
+    git.sparse_checkout(work, touched)
     return len(parts)
 
 
 def replay(repo: Path, work: Path, old: str, onto: str, mbox: Path) -> Outcome:
     """Replay the series in `mbox` (made on `old`) onto `onto` in a scratch at `work`."""
-    outcome = Outcome(total=prepare(repo, work, old, mbox))
-    git.checkout_new(work, BRANCH, onto)
-    return play(work, mbox, outcome)
+    return play(work, mbox, Outcome(total=prepare(repo, work, old, onto, mbox)))
 
 
 def play(work: Path, mbox: Path, outcome: Outcome) -> Outcome:
@@ -137,12 +146,14 @@ def replay_with_subs(
     """The upstream's series and each submodule's, as `replay` does. Each submodule is
     replayed in its own scratch inside the upstream's (where `patches.make_adaptation`
     finds it); the upstream's patch then names the new commits in its gitlinks."""
-    outcome = Outcome(total=prepare(repo, work, old, mbox))
-    git.checkout_new(work, BRANCH, onto)
+    outcome = Outcome(total=prepare(repo, work, old, onto, mbox))
     done: dict[str, Outcome] = {}
     links: dict[str, str] = {}
     for sub in subs:
-        inner = replay(sub.copy, work / sub.path, sub.old, sub.onto, sub.mbox)
+        folder = work / sub.path
+        shutil.rmtree(folder, ignore_errors=True)  # an earlier device's scratch
+        folder.mkdir(parents=True)
+        inner = replay(sub.copy, folder, sub.old, sub.onto, sub.mbox)
         done[sub.path] = inner
         links[sub.old] = sub.onto
         links[sub.current] = inner.head or sub.current
@@ -164,7 +175,7 @@ def stop_at_first_conflict(worktree: Path, old: str, mbox: Path) -> AmStop:
         path.write_bytes(part)
         files.append(path)
     try:
-        git.apply_each(worktree, old, files, folder / "index")
+        git.apply_each(worktree, old, files, folder / "index")  # the blobs it needs
     finally:
         for path in folder.iterdir():
             path.unlink()

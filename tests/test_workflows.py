@@ -21,7 +21,15 @@ yaml = pytest.importorskip("yaml", reason="pyyaml is in the test extras")
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.y*ml"))
-EXPECTED = {"lint.yml", "packaging.yml", "release.yml", "store.yml", "tests.yml", "vendor-pr.yml"}
+EXPECTED = {
+    "forecast.yml",
+    "lint.yml",
+    "packaging.yml",
+    "release.yml",
+    "store.yml",
+    "tests.yml",
+    "vendor-pr.yml",
+}
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 
@@ -130,11 +138,13 @@ def test_superseded_runs_of_a_pull_request_are_cancelled(name):
     assert "github.event.pull_request.number" in concurrency["group"]
 
 
-def test_only_the_release_can_be_started_by_hand():
+def test_only_the_release_and_the_forecast_can_be_started_by_hand():
     for path in FILES:
         on = triggers(yaml.safe_load(path.read_text(encoding="utf-8")))
         if path.name == "release.yml":
             assert set(on) == {"workflow_dispatch"}
+        elif path.name == "forecast.yml":  # writes nothing: a forecast on demand is harmless
+            assert set(on) == {"schedule", "workflow_dispatch"}
         else:
             assert "workflow_dispatch" not in on, path.name
 
@@ -350,3 +360,106 @@ def test_release_tags_in_its_own_job_after_the_tests():
         if name != "tag":
             assert "write" not in {v for k, v in job["permissions"].items() if k != "id-token"}
     assert set(jobs["publish"]["needs"]) == {"build", "tag"}
+
+
+def _forecast_step() -> dict:
+    job = load("forecast.yml")["jobs"]["forecast"]
+    return next(s for s in job["steps"] if "flagtasks rebase --check" in s.get("run", ""))
+
+
+def _forecast_summary(tmp_path, document, code: int) -> tuple[int, str, str]:
+    """The forecast step's summary script run on `document` (a dict, or raw text)."""
+    found = re.search(r"<<'PY'[^\n]*\n(.*?)\nPY\n", _forecast_step()["run"], re.S)
+    assert found, "the summary's Python is a <<'PY' here-document"
+    path = tmp_path / "forecast.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    done = subprocess.run(
+        [sys.executable, "-", str(path), str(code)],
+        input=found.group(1),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ONTO": "origin/main"},
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_forecast_runs_weekly_and_by_hand_onto_upstream_main_with_a_read_only_token():
+    workflow = load("forecast.yml")
+    on = triggers(workflow)
+    assert [entry["cron"].split()[4] for entry in on["schedule"]] == ["1"]  # weekly
+    onto = on["workflow_dispatch"]["inputs"]["onto"]
+    assert onto["required"] is False and onto["default"] == ""
+    assert workflow["permissions"] == {}
+    job = workflow["jobs"]["forecast"]
+    assert job["permissions"] == {"contents": "read"}
+    checkout = next(s for s in job["steps"] if "actions/checkout@" in s.get("uses", ""))
+    assert checkout["with"] == {"persist-credentials": False, "fetch-depth": 0}
+    assert "python -m pip install ." in scripts({"jobs": {"forecast": job}})
+    step = _forecast_step()
+    assert step["env"] == {"ONTO": "${{ inputs.onto }}"}
+    script = step["run"]
+    assert 'flagtasks rebase --check --onto "$ONTO" --json > forecast.json || code=$?' in script
+    assert "ONTO=origin/main" in script and "ONTO=main" in script
+    assert '>> "$GITHUB_STEP_SUMMARY"' in script
+    assert "secrets." not in (WORKFLOWS / "forecast.yml").read_text(encoding="utf-8")
+
+
+def test_forecast_summary_tables_every_device_and_fails_on_a_conflict(tmp_path):
+    document = {
+        "schema": 1,
+        "onto": "c" * 40,
+        "devices": [
+            {"device": "A_X100", "base": "a" * 40, "result": "clean", "commits": [], "files": []},
+            {
+                "device": "B_Y100",
+                "base": "a" * 40,
+                "result": "conflict",
+                "commits": [{"number": 2, "subject": "fix | the <b>kernel</b>"}],
+                "files": ["flagscale/a.py", "setup.py"],
+            },
+            {
+                "device": "C_Z200",
+                "base": "b" * 40,
+                "result": "no-key",
+                "commits": [],
+                "files": [],
+                "note": "encrypted; give its key in [keys]",
+            },
+            {
+                "device": "D_W300",
+                "base": "b" * 40,
+                "result": "three-way",
+                "commits": [{"number": 1, "subject": "moved"}],
+                "files": [],
+            },
+        ],
+        "combos": [{"base8": "aaaaaaaa", "devices": ["A_X100", "B_Y100"], "moves": False}],
+    }
+    code, summary, log = _forecast_summary(tmp_path, document, 1)
+    assert code == 1
+    assert "## Forecast onto `cccccccc` (origin/main)" in summary
+    assert "| device | base | result | commits | files |" in summary
+    rows = {line.split(" | ")[0][2:]: line for line in summary.splitlines() if "| `" in line}
+    assert "clean" in rows["A\\_X100"]
+    conflict = rows["B\\_Y100"]
+    assert "**conflict**" in conflict and "2 fix \\| the \\<b\\>kernel" in conflict
+    assert "flagscale/a.py<br>setup.py" in conflict
+    assert "| no-key |" in rows["C\\_Z200"] and "CI holds no key" in summary
+    assert "1 moved" in rows["D\\_W300"]
+    assert "| A\\_X100 B\\_Y100 | `aaaaaaaa` | **no** |" in summary
+    assert "::error::B_Y100 conflicts" in log
+    document["devices"] = [document["devices"][0], document["devices"][3]]
+    document["combos"] = []
+    code, summary, log = _forecast_summary(tmp_path, document, 0)
+    assert code == 0 and "1 clean, 1 three-way" in summary and "::error::" not in log
+
+
+@pytest.mark.parametrize(
+    "document, code",
+    [("", 2), ("not json", 1), ('{"schema": 2, "devices": []}', 0), ("{}", 3)],
+)
+def test_forecast_summary_fails_when_the_forecast_did_not_run(tmp_path, document, code):
+    status, summary, log = _forecast_summary(tmp_path, document, code)
+    assert status != 0
+    assert "did not run" in summary and "::error::" in log

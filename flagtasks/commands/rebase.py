@@ -135,14 +135,13 @@ def _plaintexts(
 ) -> Iterator[tuple[Path, list[rebase.SubReplay]]]:
     """The stored adaptation's plaintext, and each submodule patch's with what it moves
     onto (the commit the new base pins), in owner-only files of the state folder, checked as
-    unpatch checks them."""
-    state = cfg.state_dir
-    state.mkdir(mode=0o700, exist_ok=True)
+    unpatch checks them (a private temporary folder: --check writes nothing in the
+    checkout)."""
     meta = actions.checked_meta(job)
     records = actions.sub_records(job, meta)
     copies = actions.sub_copies(cfg.repo, job, records)
     pins = git.gitlinks_in(cfg.repo, onto) if records else {}
-    with tempfile.TemporaryDirectory(prefix="rebase-", dir=state) as private:
+    with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as private:
         path = Path(private) / "adaptation.patch"
         actions.write_checked_plaintext(job, key, meta, path)
         subs = []
@@ -285,8 +284,12 @@ def _check(args: argparse.Namespace) -> int:
     selected = _selected(cfg, p)
     devices = wanted or sorted(selected)
     jobs = [(d, selected[d]) for d in devices if d in selected]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        rows = list(pool.map(lambda pair: _forecast(cfg, onto, *pair), jobs))
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    shares = [jobs[n::workers] for n in range(workers)]  # one scratch per worker, reused
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(pool.map(lambda share: _forecast_all(cfg, onto, share), shares))
+    by_device = {row.device: row for rows_ in done for row in rows_}
+    rows = [by_device[d] for d, _ in jobs]
     combos = _combos(cfg, rows)
     if args.json:
         print(json.dumps(_document(onto, rows, combos), indent=2))
@@ -313,7 +316,14 @@ def _selected(cfg: Config, p: plan.Plan) -> dict[str, StoredJob]:
     return chosen
 
 
-def _forecast(cfg: Config, onto: str, device: str, job: StoredJob) -> Row:
+def _forecast_all(cfg: Config, onto: str, jobs: list[tuple[str, StoredJob]]) -> list[Row]:
+    """Forecast `jobs` one after the other in one scratch, which follows each replay with
+    what differs only."""
+    with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp:
+        return [_forecast(cfg, onto, device, job, Path(tmp) / "work") for device, job in jobs]
+
+
+def _forecast(cfg: Config, onto: str, device: str, job: StoredJob, work: Path) -> Row:
     vendor = cfg.vendors.get(device)
     key = cfg.keys.get(device) or (vendor.key if vendor else None)
     if job.encrypted and key is None:
@@ -321,11 +331,7 @@ def _forecast(cfg: Config, onto: str, device: str, job: StoredJob) -> Row:
     if job.base is None:
         return Row(device, None, "error", [], [], f"base {job.base8} is not in the checkout")
     try:
-        with (
-            _plaintexts(cfg, job, key, onto) as (mbox, subs),
-            tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp,
-        ):
-            work = Path(tmp) / "work"
+        with _plaintexts(cfg, job, key, onto) as (mbox, subs):
             outcome, inner = rebase.replay_with_subs(cfg.repo, work, job.base, onto, mbox, subs)
     except FlagtasksError as exc:
         return Row(device, job.base, "error", [], [], exc.message.splitlines()[0])
