@@ -209,6 +209,12 @@ def store_made(
     said = f"({made.mode}, {made.commits} patch(es){_subs_said(subs)})"
     sub_data = {sub.move.path: sub.made.data for sub in subs}
     same = where.is_file() and _same_content(old, meta)
+    other = store.load_adaptation(hardware, job.device, job.base8)
+    if other is not None and not _same_content(old, meta):  # a rebase never replaces work
+        raise UsageError(
+            f"{job.device} already has another adaptation on {job.base8} ({other.folder}): "
+            "remove that folder (git rm -r) to replace it, or rebase onto another commit"
+        )
     if recipients is None:
         if same and where.read_bytes() == made.data and _subs_stored(folder, job, sub_data):
             return f"{where} is unchanged {said}"

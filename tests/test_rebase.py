@@ -328,6 +328,20 @@ def test_rebasing_twice_gives_the_same_bytes(world: World, project: Path) -> Non
     assert files_state(folder) == first
 
 
+def test_a_rebase_never_replaces_another_adaptation_on_the_new_base(
+    world: World, project: Path
+) -> None:
+    """The vendor's own adaptation already on REV is work: a rebase onto it is refused."""
+    folder = _folder(project, DEV, world.revs["near"])
+    flagtasks_ok(project, *_rebase("up/near"))
+    meta = _meta(folder)
+    meta["current"] = "0" * 40  # another adaptation there, as far as the store says
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    before = files_state(folder)
+    flagtasks_fails(project, 2, *_rebase("up/near"), says=["already has another adaptation"])
+    assert files_state(folder) == before
+
+
 def test_rebasing_one_device_of_a_combo_leaves_hetero_txt_as_it_is(
     world: World, project: Path
 ) -> None:
