@@ -16,8 +16,18 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures import FLAGTASKS, flagtasks, flagtasks_fails, flagtasks_ok, git, rev, run_env
-from repos import EXCLUDES, commit, init_repo
+from fixtures import (
+    FLAGTASKS,
+    doit_ok,
+    executed,
+    flagtasks,
+    flagtasks_fails,
+    flagtasks_ok,
+    git,
+    rev,
+    run_env,
+)
+from repos import DODO, EXCLUDES, commit, init_repo, write_config
 
 DEV = "A_X100"
 SUB = "third_party/sub"
@@ -340,3 +350,68 @@ def test_flagscales_own_backend_folders_are_left_alone(user: tuple[Path, str]) -
     (project / "hardware" / DEV / "vllm2").mkdir()
     (project / "hardware" / DEV / "vllm2" / "diff.patch").write_text("x\n")
     flagtasks_fails(project, 1, "verify", says=["vllm2: not a base folder"])
+
+
+def test_a_no_op_runs_no_git_in_the_tree_and_reencrypting_rebuilds_nothing(
+    world: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """An encrypted submodule adaptation: a no-op `doit unpatch` runs only planning's git
+    (no checkout, no apply, nothing in the tree), and the vendor re-encrypting for one more
+    reader changes the stored files but rebuilds nothing."""
+    source, _, base8 = world
+    vendor = tmp_path / "vendor" / "FlagScale"
+    shutil.copytree(source, vendor, symlinks=True)
+    shutil.rmtree(vendor / "hardware")
+    keys, reader = tmp_path / "keys", tmp_path / "reader"
+    flagtasks_ok(
+        vendor, "patch", "--device-type", DEV, "--base-commit-id", "v1.0",
+        "--current-commit-id", "vendor", "--key-path", str(keys),
+    )  # fmt: skip
+    user, _ = _user_of(world, tmp_path, vendor)
+    (user / "dodo.py").write_text(DODO)
+    write_config(user, {}, extra=f'[keys]\n{DEV} = "{keys}"\n')
+    flagtasks_ok(user, *_unpatch(user, base8, "--dir", "build"))
+    assert executed(doit_ok(user, "unpatch")) == []
+
+    log = tmp_path / "git.log"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    real = shutil.which("git")
+    wrapper.write_text(f'#!/bin/sh\necho "$PWD $*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    path = f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}"
+    quiet = doit_ok(user, "unpatch", env={"PATH": path})
+    assert executed(quiet) == [], quiet
+    calls = log.read_text().splitlines() if log.exists() else []
+    tree = str(_built(user))
+    assert not [c for c in calls if tree in c], calls  # nothing in the tree or its submodule
+    assert not [c for c in calls if any(w in c.split() for w in ("am", "apply", "read-tree"))]
+
+    crypto_dir = reader / "k"
+    from flagtasks import crypto
+
+    crypto.ensure_keypair(crypto_dir)
+    write_config(vendor, {DEV: {"base": "v1.0", "current": "vendor", "key": str(keys)}},
+                 extra=f'recipients = ["{crypto_dir / "public_key.pem"}"]\n')  # fmt: skip
+    before = {p.name: p.read_bytes() for p in (vendor / "hardware" / DEV / base8).iterdir()}
+    (vendor / "dodo.py").write_text(DODO)
+    doit_ok(vendor, f"encrypt:{DEV}")
+    after = {p.name: p.read_bytes() for p in (vendor / "hardware" / DEV / base8).iterdir()}
+    changed = sorted(n for n in after if after[n] != before.get(n))
+    assert changed == sorted(n for n in after if n.endswith(".encrypted")), changed
+    shutil.rmtree(user / "hardware" / DEV)
+    shutil.copytree(vendor / "hardware" / DEV, user / "hardware" / DEV)
+    again = doit_ok(user, "unpatch")
+    assert executed(again) == [], again
+
+
+def _user_of(world: tuple[Path, Path, str], tmp_path: Path, vendor: Path) -> tuple[Path, str]:
+    """A copy of the user's checkout with `vendor`'s store in place of its own."""
+    _, source, base8 = world
+    user = tmp_path / "user" / "FlagScale"
+    shutil.copytree(source, user, symlinks=True)
+    git(user, "rm", "-r", "-q", "hardware")
+    shutil.copytree(vendor / "hardware", user / "hardware")
+    git(user, "add", "hardware")
+    git(user, "commit", "-q", "-m", "the encrypted store")
+    return user, base8
