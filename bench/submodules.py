@@ -20,6 +20,11 @@ store copied in and builds it with `flagtasks unpatch --dir build`. Timed, media
   no-op         the same `flagtasks unpatch` with the tree up to date, against
                 `python -c pass` + `git status` in the built tree
 
+Each side runs once untimed first; the runs alternate which side goes first. A finished
+tree is moved into the run folder's trash, not deleted (see `set_aside`). The notes give
+every run and the best of each side: on a disk shared with other jobs, checkout times vary
+several-fold from run to run, so compare ratios, and look at the spread.
+
 It prints a table and exits 0 whatever the figures are; it exits 1 only when a flagtasks
 command fails (its output is printed; the floor rows are still measured and shown).
 """
@@ -587,7 +592,11 @@ def print_table(rows: list[Row]) -> None:
         print(f"  * {r.name}: {r.note}" if r.note else f"  * {r.name}")
         runs = " ".join(f"{x:.2f}" for x in r.ours_runs) or "-"
         floors = " ".join(f"{x:.2f}" for x in r.floor_runs) or "-"
-        print(f"    all runs: flagtasks [{runs}]  floor [{floors}]")
+        best = ""
+        if r.ours_runs and r.floor_runs:
+            low, floor = min(r.ours_runs), min(r.floor_runs)
+            best = f"; best: {low:.3f} s / {floor:.3f} s = {low / floor:.3f}x"
+        print(f"    all runs: flagtasks [{runs}]  floor [{floors}]{best}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -142,8 +142,11 @@ def read_picks(state_dir: Path) -> dict[str, dict[str, str | None]]:
 
 
 def record_pick(state_dir: Path, device: str, base8: str, key: Path | None) -> None:
+    """Record the base a user built; a key given before is kept when none is given now
+    (a later `unpatch` without --key-path must not make the tree look stale)."""
     picks = read_picks(state_dir)
-    picks[device] = {"base8": base8, "key": str(key) if key else None}
+    kept = picks.get(device, {}).get("key") if key is None else str(key)
+    picks[device] = {"base8": base8, "key": kept}
     store.atomic_write(
         state_dir / PICKS, json.dumps(picks, indent=2, sort_keys=True).encode(), 0o600
     )

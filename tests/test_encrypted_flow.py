@@ -664,3 +664,9 @@ def test_cli_key_path_build_stays_built_in_status_and_doit(
     flagtasks_fails(user, 1, *unpatch, "--key-path", str(keys.stranger), "--force")
     assert row()["build"] == "built", "a failed attempt made the intact tree look stale"
     assert_tree_is_current(user, tree)
+
+    # the same unpatch without --key-path: up to date, and the key it was built with stays
+    flagtasks_ok(user, *unpatch)
+    assert row()["build"] == "built", "unpatch without --key-path forgot the key"
+    again = doit_ok(user, f"unpatch:{DEV}")
+    assert f"unpatch:{DEV}" in up_to_date(again), describe(again)
