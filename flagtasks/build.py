@@ -376,14 +376,7 @@ def _build_sub(spec: Spec, tree: Path, sub: SubSpec, patch_file: Path, fill: Fil
         git.am(folder, patch_file)
     except OperationError as exc:
         raise OperationError(f"submodule {sub.path}: {exc.message}") from None
-    head = git.head(folder)
-    got = git.tree_of(folder, head)
-    if got != sub.tree:
-        raise OperationError(
-            f"the {spec.device} patch of submodule {sub.path} gives tree {got[:12]}, but its "
-            f"metadata says {sub.tree[:12]}; regenerate the adaptation"
-        )
-    return {"head": head, "base": sub.base}
+    return {"head": submodules.checked_head(folder, sub.path, sub.tree), "base": sub.base}
 
 
 def _check_out_unchanged(spec: Spec, tree: Path, done: set[str]) -> dict[str, dict]:

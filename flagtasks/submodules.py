@@ -136,3 +136,15 @@ def refuse_nested(copy: Path, move: Move) -> None:
             f"level of submodules; keep {move.path}/{inner[0]} at its base commit "
             "in this adaptation"
         )
+
+
+def checked_head(folder: Path, path: str, tree: str) -> str:
+    """A rebuilt submodule's commit, once its tree is the one the metadata records."""
+    head = git.head(folder)
+    got = git.tree_of(folder, head)
+    if got != tree:
+        raise OperationError(
+            f"the patch of submodule {path} gives tree {got[:12]}, but its metadata says "
+            f"{tree[:12]}; regenerate the adaptation"
+        )
+    return head

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import git, patches, store
+from . import git, patches, store, submodules
 from .errors import GitError, OperationError, UsageError
 
 JOURNAL = "flagtasks-switch.json"
@@ -73,7 +73,7 @@ def switch_checkout(
             switch = (branch, sub.base, git.current_ref(folder))
             _switch_and_apply(folder, branch, sub.base, sub.patch_file, (switch[2], made))
             done.append((folder, switch, made))
-            heads[sub.current] = _checked_head(folder, sub)
+            heads[sub.current] = submodules.checked_head(folder, sub.path, sub.tree)
         patches.relink(patch_file, heads)
         _switch_and_apply(repo, branch, base, patch_file, (before, creates))
     except BaseException:
@@ -139,18 +139,6 @@ def _sub_checkout(repo: Path, sub: SubSwitch) -> Path:
             f"in your copy of it: run git submodule update --init {sub.path}, or use --dir build"
         )
     return folder
-
-
-def _checked_head(folder: Path, sub: SubSwitch) -> str:
-    """A switched submodule's commit, checked against the tree the metadata records."""
-    head = git.head(folder)
-    got = git.tree_of(folder, head)
-    if got != sub.tree:
-        raise OperationError(
-            f"the patch of submodule {sub.path} gives tree {got[:12]}, but its metadata says "
-            f"{sub.tree[:12]}; regenerate the adaptation"
-        )
-    return head
 
 
 def _in_the_way(repo: Path, path: str) -> bool:
