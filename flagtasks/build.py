@@ -142,6 +142,9 @@ def _lost_in_sub(folder: Path, path: str, info: dict, branch: object) -> list[st
     if git.alternates_broken(folder):
         return [f"submodule {path} cannot be read (its objects moved); copy out what you need"]
     losses = []
+    worktrees = folder / ".git" / "worktrees"
+    if worktrees.is_dir() and any(worktrees.iterdir()):
+        losses.append(f"linked worktrees of submodule {path} (git worktree list there)")
     ignored = [e for e in git.status_porcelain(folder) if e.startswith("!! ")]
     if ignored:
         losses.append(f"{len(ignored)} ignored file(s) in submodule {path} (e.g. {ignored[0][3:]})")

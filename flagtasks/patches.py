@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import git, submodules
+from . import git, store, submodules
 from .errors import FlagtasksError, GitError, OperationError, UsageError
 
 _FROM = re.compile(rb"^From [0-9a-f]{40} Mon Sep 17 00:00:00 2001\n", re.MULTILINE)
@@ -166,6 +166,10 @@ def apply_tree(repo: Path, base: str, mbox: bytes) -> str:
         return _replay(scratch, base, parts)
 
 
+NAME_MAX = 255
+"""Bytes in a file name on the file systems flagtasks runs on."""
+
+
 @dataclass(frozen=True)
 class SubMade:
     """A moved submodule's own patch: base..current inside the vendor's copy of it."""
@@ -179,6 +183,13 @@ def make_adaptation(repo: Path, base: str, current: str, mode: str) -> tuple[Mad
     own repository (the vendor's copy of the submodule holds the commits)."""
     subs = []
     for move in submodules.moves(repo, base, current):
+        name = store.sub_patch_name(base[:8], move.path, encrypted=True)
+        if len(name.encode()) > NAME_MAX:
+            raise UsageError(
+                f"submodule {move.path}: its path makes a patch file name of "
+                f"{len(name.encode())} bytes, more than the {NAME_MAX} a file system allows; "
+                "give the submodule a shorter path"
+            )
         copy = submodules.vendor_copy(repo, move)
         submodules.refuse_nested(copy, move)
         try:

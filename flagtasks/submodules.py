@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import git
+from . import git, store
 from .errors import GitError, OperationError, UsageError
 
 ZERO = "0" * 40
@@ -60,23 +60,47 @@ def copy_of(repo: Path, path: str, name: str | None, needs: tuple[str, ...]) -> 
 
 
 def _candidates(repo: Path, path: str, name: str | None) -> list[Path]:
+    """Where a copy may be; only folders inside the checkout's own git folder or work tree,
+    never reached through a link (`.gitmodules` names and committed links are a pull
+    request's to choose)."""
     found: list[Path] = []
     try:
         common = git.objects_dir_cached(repo).parent
     except GitError:
         return found
-    for key in dict.fromkeys(n for n in (name, path) if n):
-        folder = common / "modules" / key
-        if _is_git_folder(folder):
+    modules = common / "modules"
+    for key in dict.fromkeys(n for n in (name, path) if n and store.is_sub_path(n)):
+        folder = modules / key
+        if _is_git_folder(folder) and _inside(folder, modules):
             found.append(folder)
     own = repo / path / ".git"
+    if not (store.is_sub_path(path) and reached_plainly(repo, path)):
+        return found
     if own.is_dir() and not own.is_symlink() and _is_git_folder(own):
         found.append(own)
     elif own.is_file() and not own.is_symlink():
         pointed = _gitfile_target(own)
-        if pointed is not None and _is_git_folder(pointed):
+        if pointed is not None and _is_git_folder(pointed) and _inside(pointed, modules):
             found.append(pointed)
     return [f for f in dict.fromkeys(found) if f.resolve() != common.resolve()]
+
+
+def reached_plainly(repo: Path, path: str) -> bool:
+    """`repo/path` is a real folder inside `repo`, no link on the way (a pull request can
+    commit `third_party` as a link to anywhere)."""
+    folder = repo
+    for part in path.split("/"):
+        folder = folder / part
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+    return _inside(folder, repo)
+
+
+def _inside(folder: Path, top: Path) -> bool:
+    try:
+        return folder.resolve().is_relative_to(top.resolve())
+    except OSError:
+        return False
 
 
 def _is_git_folder(folder: Path) -> bool:

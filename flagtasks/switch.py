@@ -129,11 +129,12 @@ def _ready(repo: Path, branch: str, base: str, patch_file: Path, what: str) -> l
 def _sub_checkout(repo: Path, sub: SubSwitch) -> Path:
     """The user's checkout of a submodule, which must be there and hold its base commit."""
     folder = repo / sub.path
-    if (
-        folder.is_symlink()
-        or git.work_tree_top(folder) != folder.resolve()
-        or not git.has_commit(folder, sub.base)
-    ):
+    if not submodules.reached_plainly(repo, sub.path):
+        raise UsageError(
+            f"submodule {sub.path} is reached through a symbolic link in {repo}: replace the "
+            "link with the submodule's folder (git submodule update --init)"
+        )
+    if git.work_tree_top(folder) != folder.resolve() or not git.has_commit(folder, sub.base):
         raise OperationError(
             f"submodule {sub.path}: its base commit {sub.base[:12]} is not checked out or not "
             f"in your copy of it: run git submodule update --init {sub.path}, or use --dir build"

@@ -488,6 +488,8 @@ def test_worktree_stops_at_the_first_conflict_and_its_steps_finish_the_rebase(
         (_rebase("main"), "nothing to do"),
         (_rebase("up/conflict", "--worktree", "{full}"), "not an empty folder"),
         (_rebase("up/conflict", "--worktree", "{file}"), "not an empty folder"),
+        (_rebase("up/conflict", "--worktree", "hardware/wt"), "is inside"),
+        (_rebase("up/conflict", "--worktree", ".git/wt"), "is inside"),
     ],
     ids=[
         "unknown-device",
@@ -497,6 +499,8 @@ def test_worktree_stops_at_the_first_conflict_and_its_steps_finish_the_rebase(
         "rev-is-old-by-another-name",
         "worktree-not-empty",
         "worktree-is-a-file",
+        "worktree-in-the-store",
+        "worktree-in-git",
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(
@@ -574,3 +578,35 @@ def test_check_takes_the_use_base_else_the_newest(world: World, project: Path) -
     (project / "config.toml").write_text(f'[use]\n{DEV} = "{world.old8}"\n')
     row = _row(_forecast(project, "up/near", "--device-type", DEV), DEV)
     assert (row["base"], row["result"]) == (world.old, "three-way")
+
+
+def _objects(repo: Path) -> int:
+    out = git(repo, "cat-file", "--batch-all-objects", "--batch-check")
+    return len(out.splitlines())
+
+
+def test_an_encrypted_adaptations_worktree_keeps_its_plaintext_out_of_the_checkout(
+    world: World, project: Path
+) -> None:
+    """The replay of an encrypted adaptation is left in a repository of its own: no worktree
+    of the checkout, no object of it in the checkout's .git."""
+    folder = project.parent / "enc-rebase"
+    before = _objects(project)
+    key = ("--key-path", str(world.keys))
+    proc = flagtasks_fails(
+        project, 1, *_rebase("up/conflict", *key, "--worktree", str(folder), device=ENC),
+        says=["does not rebase cleanly"],
+    )  # fmt: skip
+    assert "git fetch" in proc.stdout and "repository of its own" in proc.stdout, proc.stdout
+    assert (folder / ".git").is_dir()
+    assert "UU b.py" in git(folder, "status", "--porcelain").splitlines()
+    assert not (project / ".git" / "worktrees").exists()
+    assert _objects(project) == before
+    assert oct(folder.joinpath("b.py").stat().st_mode & 0o777) == "0o600"
+
+
+def test_check_exits_1_when_a_device_cannot_be_forecast(world: World, project: Path) -> None:
+    (_folder(project, HET, world.old) / "meta.json").write_text("{bad")
+    document = _forecast(project, world.revs["plain"], code=1)
+    assert _row(document, HET)["result"] == "error", document
+    assert _row(document, DEV)["result"] == "clean", document

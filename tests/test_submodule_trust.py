@@ -415,3 +415,59 @@ def _user_of(world: tuple[Path, Path, str], tmp_path: Path, vendor: Path) -> tup
     git(user, "add", "hardware")
     git(user, "commit", "-q", "-m", "the encrypted store")
     return user, base8
+
+
+def test_a_committed_link_for_the_submodule_folder_reaches_nothing_outside(
+    user: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A pull request commits `third_party` as a link to a repository elsewhere that holds
+    the submodule's commits: no command reads or switches it."""
+    project, base8 = user
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copytree(project / ".git" / "modules" / SUB, outside / "sub.git")
+    git(outside, "clone", "-q", str(outside / "sub.git"), str(outside / "sub"))
+    (outside / "sub" / "owner.txt").write_text("the owner's file\n")
+    git(project, "rm", "-q", "-r", "--cached", SUB)
+    shutil.rmtree(project / ".git" / "modules")  # the user never initialised it
+    shutil.rmtree(project / "third_party")
+    (project / "third_party").symlink_to(outside)
+    git(project, "add", "third_party")
+    git(project, "commit", "-q", "-m", "PR: third_party is a link")
+    before = git(outside / "sub", "rev-parse", "HEAD"), git(outside / "sub", "branch")
+    flagtasks_fails(project, 1, "verify", "--device-type", DEV, says=["submodule update --init"])
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=[SUB])
+    proc = flagtasks(project, *_unpatch(project, base8))
+    assert proc.returncode in (1, 2), proc
+    assert (git(outside / "sub", "rev-parse", "HEAD"), git(outside / "sub", "branch")) == before
+    assert (outside / "sub" / "owner.txt").read_text() == "the owner's file\n"
+    assert not (project / "build" / DEV).exists()
+
+
+def test_a_gitmodules_name_never_leads_out_of_the_git_folder(
+    user: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`.gitmodules` names are the pull request's: one like `/abs/path` or `../../x` is not
+    where a copy of the submodule is looked for."""
+    from flagtasks import submodules
+
+    project, _ = user
+    elsewhere = tmp_path / "elsewhere.git"
+    git(tmp_path, "clone", "-q", "--bare", str(project / SUB), str(elsewhere))
+    sha = rev(project / SUB, "HEAD")
+    for name in (str(elsewhere), f"../../{elsewhere.name}", "x/../../../elsewhere.git"):
+        assert submodules.copy_of(project, "third_party/none", name, (sha,)) is None, name
+    assert submodules.copy_of(project, SUB, SUB, (sha,)) is not None
+
+
+def test_a_linked_worktree_of_a_built_submodule_is_work(user: tuple[Path, str]) -> None:
+    project, base8 = user
+    flagtasks_ok(project, *_unpatch(project, base8, "--dir", "build"))
+    linked = project.parent / "sub-worktree"
+    git(_built(project) / SUB, "worktree", "add", "-q", "--detach", str(linked), "HEAD~1")
+    (linked / "notes.txt").write_text("mine\n")
+    _force_stale(project, base8)
+    flagtasks_fails(
+        project, 1, *_unpatch(project, base8, "--dir", "build"), says=["linked worktrees"]
+    )
+    assert git(linked, "status", "--porcelain") == "?? notes.txt"

@@ -8,10 +8,21 @@ from pathlib import Path
 from .. import config, engine, errors, git, lock, plan, store, switch, tasks
 from ..errors import UsageError
 
+_STARTED_IN: list[Path] = []
+
+
+def given_path(text: str) -> Path:
+    """A path the user typed, relative to the folder the command was started in (as git
+    takes paths), although the command then runs from the checkout's root."""
+    path = Path(text).expanduser()
+    start = _STARTED_IN[0] if _STARTED_IN else Path.cwd()
+    return path if path.is_absolute() else start / path
+
 
 def load_config() -> config.Config:
     """The configuration of the checkout the command runs in, found from any folder inside
     it; doit's state paths are relative, so the command continues from the checkout's root."""
+    _STARTED_IN[:] = [Path.cwd()]
     root = config.find_root(Path.cwd())
     os.chdir(root)
     cfg = config.load(root)

@@ -10,7 +10,7 @@ from .. import crypto, git, hygiene, plan, store
 from ..config import Config, Vendor
 from ..errors import GitError, OperationError, UsageError
 from ..names import check_device, check_rev
-from . import load_config, outside_repo, run_tasks, take_lock
+from . import given_path, load_config, outside_repo, run_tasks, take_lock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(sorted(found.get(device, {}))) or 'no adaptations'})"
             )
     configured = cfg.vendors.get(target)
-    key = Path(args.key_path) if args.key_path else (configured.key if configured else None)
+    key = given_path(args.key_path) if args.key_path else (configured.key if configured else None)
     if key is not None:
         key = outside_repo(cfg, key, "--key-path" if args.key_path else "key")
     vendor = Vendor(

@@ -19,17 +19,20 @@ from ..config import Config
 from ..errors import FlagtasksError, OperationError, UsageError
 from ..names import check_device, check_rev
 from ..plan import StoredJob, VendorJob
-from . import known_device, load_config, outside_repo, take_lock
+from . import given_path, known_device, load_config, outside_repo, take_lock
 
 SCHEMA = 1
 
 
+_USER_UMASK = [0o022]
+
+
 def run(args: argparse.Namespace) -> int:
-    old_umask = os.umask(0o077)  # every scratch file holds plaintext: owner-only
+    _USER_UMASK[0] = os.umask(0o077)  # every scratch file holds plaintext: owner-only
     try:
         return _check(args) if args.check else _rebase(args)
     finally:
-        os.umask(old_umask)
+        os.umask(_USER_UMASK[0])
 
 
 def _rebase(args: argparse.Namespace) -> int:
@@ -52,6 +55,12 @@ def _rebase(args: argparse.Namespace) -> int:
     job = p.stored[device][old8]
     if job.base is None:
         raise plan.unknown_commit(cfg, old8, f"base of {device}")
+    if worktree is not None and actions.sub_records(job, actions.checked_meta(job)):
+        raise UsageError(
+            f"{device} {old8} changes submodules: --worktree leaves the upstream's replay "
+            "only; rebase without it for the report, then resolve in your copies and run "
+            "flagtasks patch on the new base"
+        )
     with (
         _plaintexts(cfg, job, key, onto) as (mbox, subs),
         tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as tmp,
@@ -61,7 +70,7 @@ def _rebase(args: argparse.Namespace) -> int:
         print(_said(device, old8, onto, outcome, inner))
         if _conflicting(outcome, inner):
             if worktree is not None and outcome.conflicts:
-                _leave_worktree(cfg, device, job.base, onto, mbox, worktree)
+                _leave_worktree(cfg, job, onto, mbox, worktree)
             elif worktree is not None:
                 print("the conflicts are inside submodules: resolve them in your copy of "
                       "each, then run flagtasks patch on the new base")  # fmt: skip
@@ -103,7 +112,7 @@ def _resolve(cfg: Config, rev: str, flag: str) -> str:
 
 def _key(cfg: Config, device: str, given: str | None) -> Path | None:
     if given:
-        key = outside_repo(cfg, Path(given), "--key-path")
+        key = outside_repo(cfg, given_path(given), "--key-path")
         if not key.is_dir():
             raise UsageError(
                 f"--key-path {key} is not a folder: give the folder with private_key.pem"
@@ -114,9 +123,24 @@ def _key(cfg: Config, device: str, given: str | None) -> Path | None:
 
 
 def _worktree(cfg: Config, given: str, device: str, onto: str) -> Path:
-    folder = Path(given).expanduser().resolve()
+    """Where --worktree may go: a new or empty folder outside the checkout, its git folder
+    and its build folder (inside, it would be a stray in the store or plaintext in .git)."""
+    typed = given_path(given)
+    if typed.is_symlink():
+        raise UsageError(f"--worktree {typed} is a symbolic link: give a real folder")
+    folder = typed.resolve()
+    common = git.objects_dir_cached(cfg.repo).parent
+    for inside in (cfg.root, cfg.repo, cfg.build, common):
+        if folder == inside.resolve() or folder.is_relative_to(inside.resolve()):
+            raise UsageError(
+                f"--worktree {folder} is inside {inside}: give a folder outside the checkout "
+                f"(e.g. {cfg.root.parent / (cfg.root.name + '-rebase')})"
+            )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UsageError(f"--worktree {folder} exists and is not an empty folder: pick a new one")
+    parent = next((p for p in folder.parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise UsageError(f"--worktree {folder}: {parent} is not a folder; pick another place")
     branch = _branch(device, onto)
     if git.branch_exists(cfg.repo, branch):
         raise UsageError(
@@ -131,7 +155,7 @@ def _branch(device: str, onto: str) -> str:
 
 @contextmanager
 def _plaintexts(
-    cfg: Config, job: StoredJob, key: Path | None, onto: str
+    cfg: Config, job: StoredJob, key: Path | None, onto: str, quiet: bool = False
 ) -> Iterator[tuple[Path, list[rebase.SubReplay]]]:
     """The stored adaptation's plaintext, and each submodule patch's with what it moves
     onto (the commit the new base pins), in owner-only files of the state folder, checked as
@@ -143,7 +167,9 @@ def _plaintexts(
     pins = git.gitlinks_in(cfg.repo, onto) if records else {}
     with tempfile.TemporaryDirectory(prefix="flagtasks-rebase-") as private:
         path = Path(private) / "adaptation.patch"
-        actions.write_checked_plaintext(job, key, meta, path)
+        note = actions.write_checked_plaintext(job, key, meta, path)
+        if note and not quiet:
+            print(note, end="")  # e.g. a legacy encrypted patch cannot be authenticated
         subs = []
         for number, (record, copy) in enumerate(zip(records, copies, strict=True)):
             pin = pins.get(record.path)
@@ -235,25 +261,48 @@ def _recipients(cfg: Config, job: StoredJob, key: Path | None) -> list:
     return recipients
 
 
-def _leave_worktree(
-    cfg: Config, device: str, old: str, onto: str, mbox: Path, folder: Path
-) -> None:
-    """A worktree of the checkout at `folder`, on a new branch at the new base, with
-    `git am -3` stopped at the first conflict; then the next steps."""
-    branch = _branch(device, onto)
-    git.worktree_add(cfg.repo, folder, branch, onto)
-    old_umask = os.umask(0o077)  # git am's copy of the plaintext: owner-only
+def _leave_worktree(cfg: Config, job: StoredJob, onto: str, mbox: Path, folder: Path) -> None:
+    """`git am -3` stopped at the first conflict at `folder`, on a new branch at the new
+    base, then the next steps. A plaintext adaptation gets a linked worktree of the
+    checkout; an encrypted one a repository of its own that borrows the checkout's objects,
+    so none of its plaintext lands in the checkout's .git (fetching the result is the
+    vendor's own step)."""
+    assert job.base is not None
+    branch = _branch(job.device, onto)
+    umask = os.umask(_USER_UMASK[0] if not job.encrypted else 0o077)
     try:
-        stop = rebase.stop_at_first_conflict(folder, old, mbox)
+        if job.encrypted:
+            folder.mkdir(parents=True, exist_ok=True)
+            git.init_shared(folder, git.objects_dir_cached(cfg.repo), branch)
+            git.checkout_new(folder, branch, onto)
+        else:
+            try:
+                git.worktree_add(cfg.repo, folder, branch, onto)
+            except FlagtasksError:
+                if git.branch_exists(cfg.repo, branch):
+                    git.delete_branch(cfg.repo, branch)
+                raise
+        os.umask(0o077)  # git am's copy of the patch
+        stop = rebase.stop_at_first_conflict(folder, job.base, mbox)
     finally:
-        os.umask(old_umask)
+        os.umask(umask)
+    kind = (
+        "a repository of its own (the adaptation is encrypted)" if job.encrypted else "a worktree"
+    )
+    fetch = (
+        f"  cd {cfg.root} && git fetch -q {folder} {branch}:{branch}   # the result, into "
+        "this checkout\n"
+        if job.encrypted
+        else f"  cd {cfg.root}\n"
+    )
     print(
-        f"left a worktree at {folder} on branch {branch}, stopped at the first conflict "
+        f"left {kind} at {folder} on branch {branch}, stopped at the first conflict "
         f"({', '.join(stop.unmerged) or 'see git status'}). Next:\n"
         f"  cd {folder}   # resolve the files, git add them\n"
         "  git am --continue   # repeat until the series is applied\n"
-        f"  cd {cfg.root} && flagtasks patch --device-type {device} --base-commit-id "
-        f"{onto[:8]} --current-commit-id {branch}"
+        f"{fetch}"
+        f"  flagtasks patch --device-type {job.device} --base-commit-id {onto[:8]} "
+        f"--current-commit-id {branch}" + (" --key-path <the key folder>" if job.encrypted else "")
     )
 
 
@@ -295,7 +344,7 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps(_document(onto, rows, combos), indent=2))
     else:
         _table(onto, rows, combos)
-    return 1 if any(r.result == "conflict" for r in rows) else 0
+    return 1 if any(r.result in ("conflict", "error") for r in rows) else 0
 
 
 def _selected(cfg: Config, p: plan.Plan) -> dict[str, StoredJob]:
@@ -331,7 +380,7 @@ def _forecast(cfg: Config, onto: str, device: str, job: StoredJob, work: Path) -
     if job.base is None:
         return Row(device, None, "error", [], [], f"base {job.base8} is not in the checkout")
     try:
-        with _plaintexts(cfg, job, key, onto) as (mbox, subs):
+        with _plaintexts(cfg, job, key, onto, quiet=True) as (mbox, subs):
             outcome, inner = rebase.replay_with_subs(cfg.repo, work, job.base, onto, mbox, subs)
     except FlagtasksError as exc:
         return Row(device, job.base, "error", [], [], exc.message.splitlines()[0])

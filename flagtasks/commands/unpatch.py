@@ -13,7 +13,7 @@ from .. import actions, config, git, plan, store, switch
 from ..config import Config
 from ..errors import UsageError
 from ..names import check_device, check_rev, is_base8
-from . import known_device, load_config, outside_repo, run_tasks, take_lock
+from . import given_path, known_device, load_config, outside_repo, run_tasks, take_lock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     keys = dict(cfg.keys)
     key = None
     if args.key_path:
-        key = outside_repo(cfg, Path(args.key_path), "--key-path")
+        key = outside_repo(cfg, given_path(args.key_path), "--key-path")
         if not key.is_dir():
             raise UsageError(
                 f"--key-path {key} is not a folder: give the folder with private_key.pem"
