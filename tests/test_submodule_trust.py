@@ -277,6 +277,7 @@ def test_in_place_failure_in_the_upstream_patch_puts_the_submodule_back(
     assert "flagtasks/" not in git(project, "branch", "--list")
 
 
+@pytest.mark.slow
 def test_killed_in_place_unpatch_puts_back_or_finishes_the_submodule(
     user: tuple[Path, str],
 ) -> None:
