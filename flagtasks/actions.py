@@ -443,26 +443,32 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current: str 
     note = _authenticity(job, meta or {}, store.sha256(plaintext))
     assert job.base is not None  # _require_base
     try:
-        tree = patches.apply_tree(repo, job.base, plaintext)
+        tree, links = patches.apply_links(repo, job.base, plaintext, [r.path for r in records])
     except patches.PatchFailed as exc:
         raise OperationError(
             f"{job.patch}: {exc.message}; regenerate it against base {job.base8} or rebase "
             "the vendor branch onto it"
         ) from None
+
     expected = git.tree_of(repo, current) if current else _recorded_tree(job, meta or {})
     if expected and tree != expected:
         raise OperationError(
             f"{job.patch} applied to {job.base8} gives tree {tree[:12]}, expected {expected[:12]} "
             "(the current commit's tree): regenerate the adaptation"
         )
-    _check_subs(repo, job, key, current, records)
+    _check_subs(repo, job, key, current, records, links)
     checked = "tree matches" if expected else "applies cleanly"
     subs = f" (and {len(records)} submodule patch(es))" if records else ""
     return f"{note}{job.patch}: {checked}{subs}"
 
 
 def _check_subs(
-    repo: Path, job: StoredJob, key: Path | None, current: str | None, records: list[SubRecord]
+    repo: Path,
+    job: StoredJob,
+    key: Path | None,
+    current: str | None,
+    records: list[SubRecord],
+    links: dict[str, str],
 ) -> None:
     """Every submodule patch by tree id: vendor side against the vendor's copy at current
     (and the metadata must list exactly the submodules base..current moves), user side
@@ -480,7 +486,14 @@ def _check_subs(
             )
     if not records:
         return
-    for record, copy in zip(records, sub_copies(repo, job, records), strict=True):
+    copies = sub_copies(repo, job, records)
+    for record in records:  # what unpatch builds there must be what the patch points at
+        if links.get(record.path) != record.current:
+            raise OperationError(
+                f"{job.patch} does not leave submodule {record.path} at {record.current[:12]}, "
+                f"as {job.meta.name} says: regenerate the adaptation"
+            )
+    for record, copy in zip(records, copies, strict=True):
         expected = git.tree_of(copy, record.current) if current else record.tree
         _check_sub(job, record, key, copy, expected)
 

@@ -337,6 +337,18 @@ class Scratch:
     def write_tree(self) -> str:
         return self.run("write-tree").decode().strip()
 
+    def gitlinks(self, paths: list[str]) -> dict[str, str]:
+        """The commit each path is a gitlink to in the scratch index (others left out)."""
+        literal = [f":(literal){p}" for p in paths]
+        out = self.run("ls-files", "-s", "-z", "--", *literal)
+        links = {}
+        for entry in out.decode("utf-8", "surrogateescape").split("\0"):
+            info, _, path = entry.partition("\t")
+            parts = info.split()
+            if len(parts) == 3 and parts[0] == GITLINK and path in paths:
+                links[path] = parts[1]
+        return links
+
     def commit_tree(
         self,
         tree: str,

@@ -161,9 +161,20 @@ class PatchFailed(OperationError):
 
 def apply_tree(repo: Path, base: str, mbox: bytes) -> str:
     """The tree id that `mbox` gives when applied to `base`, exactly (no fuzz, no fixing)."""
+    return apply_links(repo, base, mbox, ())[0]
+
+
+def apply_links(
+    repo: Path, base: str, mbox: bytes, paths: Iterable[str]
+) -> tuple[str, dict[str, str]]:
+    """`apply_tree`, and the commit each of `paths` is a gitlink to in the result (a path
+    that is not a gitlink there is left out)."""
     parts = split(mbox)
+    wanted = list(paths)
     with git.scratch(repo) as scratch:
-        return _replay(scratch, base, parts)
+        tree = _replay(scratch, base, parts)
+        links = scratch.gitlinks(wanted) if wanted else {}
+    return tree, links
 
 
 NAME_MAX = 255

@@ -472,3 +472,13 @@ def test_a_linked_worktree_of_a_built_submodule_is_work(user: tuple[Path, str]) 
         project, 1, *_unpatch(project, base8, "--dir", "build"), says=["linked worktrees"]
     )
     assert git(linked, "status", "--porcelain") == "?? notes.txt"
+
+
+def test_metadata_naming_another_submodule_commit_fails_verify_and_the_build(
+    user: tuple[Path, str],
+) -> None:
+    project, base8 = user
+    _edit_meta(project, base8, current="1" * 40)
+    flagtasks_fails(project, 1, "verify", "--device-type", DEV, says=["does not leave submodule"])
+    flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=["tree"])
+    assert not (project / "build" / DEV).exists()
