@@ -482,3 +482,40 @@ def test_metadata_naming_another_submodule_commit_fails_verify_and_the_build(
     flagtasks_fails(project, 1, "verify", "--device-type", DEV, says=["does not leave submodule"])
     flagtasks_fails(project, 1, *_unpatch(project, base8, "--dir", "build"), says=["tree"])
     assert not (project / "build" / DEV).exists()
+
+
+def test_a_submodule_adaptation_rebases_onto_the_commit_the_new_base_pins(
+    world: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """Upstream moves on and bumps the backend: the forecast says clean, the rebase carries
+    the submodule's patch onto the new pin (and the upstream's onto the new base), and a user
+    builds it to the vendor's change on top of the new backend."""
+    source, _, base8 = world
+    vendor = tmp_path / "FlagScale"
+    shutil.copytree(source, vendor, symlinks=True)
+    origin = Path(git(vendor / SUB, "config", "remote.origin.url"))
+    commit(origin, "sub: upstream moves on", {"extra.py": "E = 1\n"})
+    git(vendor / SUB, "fetch", "-q", "origin")
+    git(vendor / SUB, "checkout", "-q", "origin/main")
+    commit(vendor, "upstream: news, and the newer backend", {"NEWS": "v2\n"})
+    git(vendor, "tag", "v2.0")
+    pin = rev(vendor, f"v2.0:{SUB}")
+    forecast = json.loads(
+        flagtasks_ok(vendor, "rebase", "--check", "--onto", "v2.0", "--json").stdout
+    )
+    assert [r["result"] for r in forecast["devices"]] == ["clean"], forecast
+    proc = flagtasks_ok(
+        vendor, "rebase", "--device-type", DEV, "--base-commit-id", base8, "--onto", "v2.0"
+    )
+    assert f"submodule {SUB}: 1 commit(s), clean" in proc.stdout, proc.stdout
+    new8 = rev(vendor, "v2.0")[:8]
+    meta = json.loads((vendor / "hardware" / DEV / new8 / "meta.json").read_text())
+    (sub,) = meta["submodules"]
+    assert (meta["base"][:8], sub["path"], sub["base"]) == (new8, SUB, pin)
+    flagtasks_ok(vendor, "verify", "--device-type", DEV)
+    flagtasks_ok(vendor, "unpatch", "--device-type", DEV, "--commit-id", new8, "--dir", "b")
+    inner = vendor / "b" / DEV / "FlagScale" / SUB
+    assert (inner / "extra.py").read_text() == "E = 1\n"  # the new backend
+    assert (inner / "core.py").read_text() == "X = 2\n"  # the vendor's change on it
+    assert git(inner, "log", "-1", "--format=%s") == "sub: vendor change"
+    assert git(vendor / "b" / DEV / "FlagScale", "status", "--porcelain") == ""
