@@ -69,11 +69,8 @@ def _rebase(args: argparse.Namespace) -> int:
         outcome, inner = rebase.replay_with_subs(cfg.repo, work, job.base, onto, mbox, subs)
         print(_said(device, old8, onto, outcome, inner))
         if _conflicting(outcome, inner):
-            if worktree is not None and outcome.conflicts:
+            if worktree is not None:
                 _leave_worktree(cfg, job, onto, mbox, worktree)
-            elif worktree is not None:
-                print("the conflicts are inside submodules: resolve them in your copy of "
-                      "each, then run flagtasks patch on the new base")  # fmt: skip
             count = len(outcome.conflicts) + sum(len(o.conflicts) for o in inner.values())
             raise OperationError(
                 f"{device} does not rebase cleanly onto {onto[:8]}: {count} commit(s) "
