@@ -276,7 +276,10 @@ def _store_changes(before: dict[str, tuple], after: dict[str, tuple]) -> list[st
 # --------------------------------------------------------------------------- clean
 
 
-@pytest.mark.parametrize("case", CLEAN)
+@pytest.mark.parametrize(
+    "case",
+    [c if c in ("near", "rename") else pytest.param(c, marks=pytest.mark.slow) for c in CLEAN],
+)
 def test_a_clean_rebase_stores_what_git_am_three_way_gives(
     world: World, busy: Path, case: str
 ) -> None:

@@ -178,10 +178,10 @@ def _make_work(inner: Path, work: str) -> None:
     ("work", "says"),
     [
         ("ignored", "ignored file(s) in submodule third_party/sub"),
-        ("edit", "uncommitted"),
-        ("commit", "third_party/sub"),
+        pytest.param("edit", "uncommitted", marks=pytest.mark.slow),
+        pytest.param("commit", "third_party/sub", marks=pytest.mark.slow),
         ("branch", "commits on mine in submodule third_party/sub"),
-        ("stash", "a stash in submodule third_party/sub"),
+        pytest.param("stash", "a stash in submodule third_party/sub", marks=pytest.mark.slow),
     ],
 )
 def test_work_inside_a_built_submodule_stops_a_rebuild(
