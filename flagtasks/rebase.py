@@ -78,15 +78,9 @@ def prepare(repo: Path, work: Path, old: str, onto: str, mbox: Path) -> int:
     else:
         git.init_shared(work, git.objects_dir_cached(repo), BRANCH)
         git.point_branch(work, BRANCH, onto)
-    parts = patches.split(mbox.read_bytes())
     folder = work / ".git" / "flagtasks-parts"
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700)
-    files = []
-    for number, part in enumerate(parts, start=1):
-        path = folder / f"{number:05d}.patch"
-        path.write_bytes(part)
-        files.append(path)
+    parts, files = _write_parts(folder, mbox)
     failed, touched = git.apply_each(work, old, files, work / ".git" / "flagtasks-index")
     if failed is not None:
         raise OperationError(
@@ -110,10 +104,15 @@ def play(work: Path, mbox: Path, outcome: Outcome) -> Outcome:
         number = _read_progress(run.stdout, number, outcome)
         if run.done:
             break
+        if not (work / ".git" / "rebase-apply").is_dir():  # git am could not even start
+            failure = (run.stderr.strip() or run.stdout.strip() or "git am failed")[:300]
+            raise OperationError(f"git am cannot replay the adaptation: {failure}")
         stopped = _stopped_at(work, number)
         unmerged = git.unmerged(work)
+        seen = bool(outcome.conflicts) and outcome.conflicts[-1].commit.number == stopped.number
         if not unmerged:  # no three-way possible (a patch git cannot even merge)
-            outcome.conflicts.append(Conflict(stopped, _apply_failures(run)))
+            if not seen:
+                outcome.conflicts.append(Conflict(stopped, _apply_failures(run)))
             run, number = git.am_skip(work), stopped.number + 1
             continue
         outcome.conflicts.append(Conflict(stopped, _describe(work, unmerged)))
@@ -166,28 +165,35 @@ def replay_with_subs(
 def stop_at_first_conflict(worktree: Path, old: str, mbox: Path) -> AmStop:
     """In a worktree of the user's checkout, already at the new base: `git am -3` stopped
     at the first conflict, for the vendor to resolve with ordinary git."""
-    parts = patches.split(mbox.read_bytes())
     folder = git.git_dir(worktree) / "flagtasks-parts"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    files = []
-    for number, part in enumerate(parts, start=1):
-        path = folder / f"{number:05d}.patch"
-        path.write_bytes(part)
-        files.append(path)
+    shutil.rmtree(folder, ignore_errors=True)  # of a killed run
     try:
+        _, files = _write_parts(folder, mbox)
         git.apply_each(worktree, old, files, folder / "index")  # the blobs it needs
     finally:
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
     run = git.am_three_way(worktree, mbox)
     return AmStop(run.done, sorted(git.unmerged(worktree)))
 
 
 @dataclass(frozen=True)
 class AmStop:
+    """Where `git am` left a worktree: finished, or stopped with these unmerged paths."""
+
     done: bool
     unmerged: list[str]
+
+
+def _write_parts(folder: Path, mbox: Path) -> tuple[list[bytes], list[Path]]:
+    """One owner-only file per patch of the series, in order."""
+    parts = patches.split(mbox.read_bytes())
+    folder.mkdir(mode=0o700)
+    files = []
+    for number, part in enumerate(parts, start=1):
+        path = folder / f"{number:05d}.patch"
+        path.write_bytes(part)
+        files.append(path)
+    return parts, files
 
 
 def _read_progress(stdout: str, number: int, outcome: Outcome) -> int:
