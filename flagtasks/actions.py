@@ -7,7 +7,7 @@ line each (exit 1 failed, 2 bad input); what it returns is its report.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,40 +108,33 @@ def format_patch(repo: Path, hardware: Path, state_dir: Path, job: VendorJob) ->
     Nothing is rewritten when the content is unchanged, so re-runs and fresh clones leave
     `git status` clean.
     """
-    folder = store.base_folder(hardware, job.device, job.base8)
-    store.sweep_temp(folder)
+    store.sweep_temp(store.base_folder(hardware, job.device, job.base8))
     made, subs = patches.make_adaptation(repo, job.base, job.current, job.mode)
     note = _notes(made, subs)
-    digest = store.sha256(made.data)
     encrypted = job.key is not None
-    meta = _metadata(job, made, digest, encrypted, subs)
+    meta = _metadata(job, made, store.sha256(made.data), encrypted, subs)
     where = store.patch_path(hardware, job.device, job.base8, encrypted)
-    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
-    unchanged = where.is_file() and _same_content(old, meta)
     said = f"({made.mode}, {made.commits} patch(es){_subs_said(subs)})"
-    if job.key is not None:
-        stage, stage_meta = staged_files(state_dir, job.device, job.base8)
-        stage.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if crypto.ensure_keypair(job.key):
-            note += f"created a key pair in {job.key} (private_key.pem is owner-only)\n"
-        old_stage = store.read_meta(stage_meta)
-        if not (stage.is_file() and _same_content(old_stage, meta)):
-            for sub in subs:
-                sealed = crypto.seal_for_vendor(sub.made.data, job.key)
-                where_sub = _staged_sub(state_dir, job.device, job.base8, sub.move.path)
-                store.atomic_write(where_sub, sealed, mode=0o600)
-            store.atomic_write(stage, crypto.seal_for_vendor(made.data, job.key), mode=0o600)
-            store.atomic_write(stage_meta, store.meta_bytes(meta), mode=0o600)
-        if unchanged:
-            return f"{note}{where} is unchanged {said}"
-        return f"{note}staged {job.device} {job.base8} {said} for encryption"
-    sub_data = {sub.move.path: sub.made.data for sub in subs}
-    if unchanged and where.read_bytes() == made.data and _subs_stored(folder, job, sub_data):
+    if job.key is None:
+        if _write_plain(hardware, job, made, meta, subs):
+            return f"{note}wrote {where} {said}"
         return f"{note}{where} is unchanged {said}"
-    store.write_adaptation(
-        hardware, job.device, job.base8, made.data, meta, encrypted=False, subs=sub_data
-    )
-    return f"{note}wrote {where} {said}"
+    stage, stage_meta = staged_files(state_dir, job.device, job.base8)
+    stage.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if crypto.ensure_keypair(job.key):
+        note += f"created a key pair in {job.key} (private_key.pem is owner-only)\n"
+    old_stage = store.read_meta(stage_meta)
+    if not (stage.is_file() and _same_content(old_stage, meta)):
+        for sub in subs:
+            sealed = crypto.seal_for_vendor(sub.made.data, job.key)
+            where_sub = _staged_sub(state_dir, job.device, job.base8, sub.move.path)
+            store.atomic_write(where_sub, sealed, mode=0o600)
+        store.atomic_write(stage, crypto.seal_for_vendor(made.data, job.key), mode=0o600)
+        store.atomic_write(stage_meta, store.meta_bytes(meta), mode=0o600)
+    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
+    if where.is_file() and _same_content(old, meta):
+        return f"{note}{where} is unchanged {said}"
+    return f"{note}staged {job.device} {job.base8} {said} for encryption"
 
 
 def _subs_stored(folder: Path, job: VendorJob, subs: dict[str, bytes]) -> bool:
@@ -153,6 +146,53 @@ def _subs_stored(folder: Path, job: VendorJob, subs: dict[str, bytes]) -> bool:
     return all(
         files.read_bytes(folder / name, files.MAX_PATCH) == data for name, data in names.items()
     )
+
+
+def _write_plain(
+    hardware: Path, job: VendorJob, made: patches.Made, meta: dict, subs: list[patches.SubMade]
+) -> bool:
+    """Store a plaintext adaptation unless the same one is there; True when written."""
+    folder = store.base_folder(hardware, job.device, job.base8)
+    where = store.patch_path(hardware, job.device, job.base8, False)
+    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
+    data = {sub.move.path: sub.made.data for sub in subs}
+    if (
+        where.is_file()
+        and _same_content(old, meta)
+        and where.read_bytes() == made.data
+        and _subs_stored(folder, job, data)
+    ):
+        return False
+    store.write_adaptation(
+        hardware, job.device, job.base8, made.data, meta, encrypted=False, subs=data
+    )
+    return True
+
+
+def _write_sealed(
+    hardware: Path,
+    job: VendorJob,
+    meta: dict,
+    recipients: list,
+    plaintexts: Callable[[], tuple[bytes, dict[str, bytes]]],
+) -> bool:
+    """Store an adaptation encrypted for `recipients`, unless every file there already holds
+    this plaintext for these readers (ciphertext differs on each run: rewriting it would
+    churn); `plaintexts` gives the upstream's and each submodule's, read only when needed.
+    True when written."""
+    folder = store.base_folder(hardware, job.device, job.base8)
+    where = store.patch_path(hardware, job.device, job.base8, True)
+    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
+    paths = [record["path"] for record in store.submodules_of(meta)]
+    stored = [where, *(folder / store.sub_patch_name(job.base8, p, True) for p in paths)]
+    same = _same_content(old, meta)
+    if not any(crypto.needs_rewrite(path, same, recipients) for path in stored):
+        return False
+    plaintext, subs = plaintexts()
+    blob = crypto.encrypt(plaintext, recipients)
+    sealed = {path: crypto.encrypt(subs[path], recipients) for path in paths}
+    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True, subs=sealed)
+    return True
 
 
 @reported
@@ -169,25 +209,19 @@ def encrypt(hardware: Path, state_dir: Path, job: VendorJob) -> str:
     recipients = crypto.recipient_keys(job.key, job.recipients)
     private_key = crypto.load_private_key(job.key)
     meta = store.read_meta(stage_meta) or {}
-    old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
-    paths = [record["path"] for record in store.submodules_of(meta)]
-    folder = store.base_folder(hardware, job.device, job.base8)
-    stored = [where, *(folder / store.sub_patch_name(job.base8, p, True) for p in paths)]
-    same = _same_content(old, meta)
-    if not any(crypto.needs_rewrite(path, same, recipients) for path in stored):
+
+    def staged() -> tuple[bytes, dict[str, bytes]]:
+        subs = {}
+        for record in store.submodules_of(meta):
+            sealed = _staged_sub(state_dir, job.device, job.base8, record["path"])
+            data = files.read_bytes(sealed, files.MAX_PATCH)
+            subs[record["path"]] = crypto.decrypt(data, private_key, name=str(sealed))
+        return crypto.decrypt(stage.read_bytes(), private_key, name=str(stage)), subs
+
+    if not _write_sealed(hardware, job, meta, recipients, staged):
         return f"{said}{where} is unchanged (same plaintext and recipients)"
-    blob = crypto.encrypt(
-        crypto.decrypt(stage.read_bytes(), private_key, name=str(stage)), recipients
-    )
-    subs = {}
-    for path in paths:
-        sealed = _staged_sub(state_dir, job.device, job.base8, path)
-        plaintext = crypto.decrypt(
-            files.read_bytes(sealed, files.MAX_PATCH), private_key, name=str(sealed)
-        )
-        subs[path] = crypto.encrypt(plaintext, recipients)
-    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True, subs=subs)
-    extra = f" and {len(subs)} submodule patch(es)" if subs else ""
+    count = len(store.submodules_of(meta))
+    extra = f" and {count} submodule patch(es)" if count else ""
     return f"{said}wrote {where}{extra} (encrypted for {len(recipients)} recipient(s))"
 
 
@@ -199,36 +233,28 @@ def store_made(
     recipients: list | None,
 ) -> str:
     """Store a made adaptation at once (rebase): plain, or encrypted for `recipients`, with
-    the metadata `format_patch` writes; one whose content and readers did not change is
-    left as it is, so the same rebase twice gives the same bytes."""
+    the metadata `format_patch` writes, left as it is when unchanged (the same rebase twice
+    gives the same bytes); another adaptation already on that base is never replaced."""
     encrypted = recipients is not None
     meta = _metadata(job, made, store.sha256(made.data), encrypted, subs)
-    folder = store.base_folder(hardware, job.device, job.base8)
-    where = store.patch_path(hardware, job.device, job.base8, encrypted)
     old = store.read_meta(store.meta_path(hardware, job.device, job.base8))
-    said = f"({made.mode}, {made.commits} patch(es){_subs_said(subs)})"
-    sub_data = {sub.move.path: sub.made.data for sub in subs}
-    same = where.is_file() and _same_content(old, meta)
     other = store.load_adaptation(hardware, job.device, job.base8)
-    if other is not None and not _same_content(old, meta):  # a rebase never replaces work
+    if other is not None and not _same_content(old, meta):
         raise UsageError(
             f"{job.device} already has another adaptation on {job.base8} ({other.folder}): "
             "remove that folder (git rm -r) to replace it, or rebase onto another commit"
         )
+    where = store.patch_path(hardware, job.device, job.base8, encrypted)
+    said = f"({made.mode}, {made.commits} patch(es){_subs_said(subs)})"
     if recipients is None:
-        if same and where.read_bytes() == made.data and _subs_stored(folder, job, sub_data):
-            return f"{where} is unchanged {said}"
-        store.write_adaptation(
-            hardware, job.device, job.base8, made.data, meta, encrypted=False, subs=sub_data
-        )
-        return f"wrote {where} {said}"
-    stored = [where, *(folder / store.sub_patch_name(job.base8, p, True) for p in sub_data)]
-    if not any(crypto.needs_rewrite(path, same, recipients) for path in stored):
+        written = _write_plain(hardware, job, made, meta, subs)
+    else:
+        data = {sub.move.path: sub.made.data for sub in subs}
+        written = _write_sealed(hardware, job, meta, recipients, lambda: (made.data, data))
+    if not written:
         return f"{where} is unchanged {said}"
-    blob = crypto.encrypt(made.data, recipients)
-    sealed = {path: crypto.encrypt(data, recipients) for path, data in sub_data.items()}
-    store.write_adaptation(hardware, job.device, job.base8, blob, meta, encrypted=True, subs=sealed)
-    return f"wrote {where} {said}, encrypted for {len(recipients)} recipient(s)"
+    readers = f", encrypted for {len(recipients)} recipient(s)" if recipients else ""
+    return f"wrote {where} {said}{readers}"
 
 
 @contextmanager
@@ -308,16 +334,18 @@ def sub_records(job: StoredJob, meta: dict) -> list[SubRecord]:
 def sub_copies(repo: Path, job: StoredJob, records: list[SubRecord]) -> list[Path]:
     """The user's copy of each submodule the adaptation changes (see `_sub_copy`)."""
     assert job.base is not None
-    names = git.gitmodules(repo, job.base) if records else {}
-    return [_sub_copy(repo, job, record, names) for record in records]
+    if not records:
+        return []
+    names, links = git.gitmodules(repo, job.base), git.gitlinks_in(repo, job.base)
+    return [_sub_copy(repo, job, record, names, links) for record in records]
 
 
-def _sub_copy(repo: Path, job: StoredJob, record: SubRecord, names: dict) -> Path:
+def _sub_copy(
+    repo: Path, job: StoredJob, record: SubRecord, names: dict, links: dict[str, str]
+) -> Path:
     """The user's copy of a submodule the adaptation changes; the base's gitlink there must
     be the record's base (metadata cannot pick another commit or path)."""
-    assert job.base is not None
-    link = git.gitlinks_in(repo, job.base).get(record.path)
-    if link != record.base:
+    if links.get(record.path) != record.base:
         raise OperationError(
             f"{job.meta}: submodule {record.path} is not at {record.base[:12]} in base "
             f"{job.base8}; regenerate the adaptation"
@@ -355,12 +383,11 @@ def _need_key(job: StoredJob, key: Path | None) -> Path:
     return key
 
 
-def check_key(job: StoredJob, key: Path | None, patch: Path | None = None) -> None:
+def check_key(job: StoredJob, key: Path | None) -> None:
     """Refuse a key that cannot open an encrypted adaptation, reading only its header."""
     private_key = crypto.load_private_key(_need_key(job, key))
-    patch = patch or job.patch
-    with _stored_file(patch), files.open_regular(patch, files.MAX_PATCH) as source:
-        crypto.check_key(source, private_key, name=str(patch))
+    with _stored_file(job.patch), files.open_regular(job.patch, files.MAX_PATCH) as source:
+        crypto.check_key(source, private_key, name=str(job.patch))
 
 
 def _authenticity(job: StoredJob, meta: dict, digest: str) -> str:
@@ -449,7 +476,6 @@ def check_adaptation(repo: Path, job: StoredJob, key: Path | None, current: str 
             f"{job.patch}: {exc.message}; regenerate it against base {job.base8} or rebase "
             "the vendor branch onto it"
         ) from None
-
     expected = git.tree_of(repo, current) if current else _recorded_tree(job, meta or {})
     if expected and tree != expected:
         raise OperationError(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,8 +275,7 @@ def _update(spec: Spec, found: dict, fill: Fill) -> str:
             git.tag(dest, BASE_TAG, spec.base)
             git.am(dest, patch_file)
             subs = _check_out_unchanged(spec, dest, set())
-            for path in subs:
-                _activate(dest, path)
+            _activate(dest, subs)
             return _finish(spec, dest, subs)
         except BaseException:
             with contextlib.suppress(Exception):  # else the marker says "updating": rebuilt
@@ -350,8 +349,7 @@ def _fill(spec: Spec, new: Path, fill: Fill) -> str:
     finally:
         shutil.rmtree(private, ignore_errors=True)
     subs.update(_check_out_unchanged(spec, new, set(subs)))
-    for path in subs:
-        _activate(new, path)
+    _activate(new, subs)
     return _finish(spec, new, subs)
 
 
@@ -400,12 +398,14 @@ def _check_out_unchanged(spec: Spec, tree: Path, done: set[str]) -> dict[str, di
     return checked
 
 
-def _activate(tree: Path, path: str) -> None:
-    """Mark a built submodule active in the tree, as `git submodule init` does, so `git
-    submodule status` shows its commit (no URL is copied: nothing is fetched)."""
-    name = git.gitmodules(tree, "HEAD").get(path, (None,))[0]
-    if name:
-        git.set_config(tree, f"submodule.{name}.active", "true")
+def _activate(tree: Path, paths: Iterable[str]) -> None:
+    """Mark the built submodules active in the tree, as `git submodule init` does, so `git
+    submodule status` shows their commits (no URL is copied: nothing is fetched)."""
+    paths = list(paths)
+    names = git.gitmodules(tree, "HEAD") if paths else {}
+    for path in paths:
+        if path in names:
+            git.set_config(tree, f"submodule.{names[path][0]}.active", "true")
 
 
 def _swap(new: Path, dest: Path, keep_old: bool) -> Path | None:
