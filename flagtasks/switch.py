@@ -54,6 +54,7 @@ def switch_checkout(
         for folder, sub in zip(folders, subs, strict=True)
     ]
     before = git.current_ref(repo)
+    sub_before = [git.current_ref(folder) for folder in folders]
     journal = git.git_dir(repo) / JOURNAL
     journal_data = {
         "before": before,
@@ -61,18 +62,17 @@ def switch_checkout(
         "base": base,
         "creates": creates,
         "subs": [
-            {"path": sub.path, "before": git.current_ref(folder), "base": sub.base, "creates": made}
-            for sub, folder, made in zip(subs, folders, sub_creates, strict=True)
+            {"path": sub.path, "before": ref, "base": sub.base, "creates": made}
+            for sub, ref, made in zip(subs, sub_before, sub_creates, strict=True)
         ],
     }
     store.atomic_write(journal, json.dumps(journal_data).encode(), mode=0o600)
     done: list[tuple[Path, tuple[str, str, str], list[str]]] = []
     try:
         heads = {}
-        for sub, folder, made in zip(subs, folders, sub_creates, strict=True):
-            switch = (branch, sub.base, git.current_ref(folder))
-            _switch_and_apply(folder, branch, sub.base, sub.patch_file, (switch[2], made))
-            done.append((folder, switch, made))
+        for sub, folder, ref, made in zip(subs, folders, sub_before, sub_creates, strict=True):
+            _switch_and_apply(folder, branch, sub.base, sub.patch_file, (ref, made))
+            done.append((folder, (branch, sub.base, ref), made))
             heads[sub.current] = submodules.checked_head(folder, sub.path, sub.tree)
         patches.relink(patch_file, heads)
         _switch_and_apply(repo, branch, base, patch_file, (before, creates))
