@@ -155,9 +155,8 @@ def _plaintexts(
     cfg: Config, job: StoredJob, key: Path | None, onto: str, quiet: bool = False
 ) -> Iterator[tuple[Path, list[rebase.SubReplay]]]:
     """The stored adaptation's plaintext, and each submodule patch's with what it moves
-    onto (the commit the new base pins), in owner-only files of the state folder, checked as
-    unpatch checks them (a private temporary folder: --check writes nothing in the
-    checkout)."""
+    onto (the commit the new base pins), in owner-only files of a private temporary folder
+    (--check writes nothing in the checkout), checked as unpatch checks them."""
     meta = actions.checked_meta(job)
     records = actions.sub_records(job, meta)
     copies = actions.sub_copies(cfg.repo, job, records)
@@ -215,8 +214,9 @@ def _said_one(what: str, outcome: rebase.Outcome) -> str:
 def _store(
     cfg: Config, job: StoredJob, key: Path | None, meta: dict, work: Path, onto: str, head: str
 ) -> str:
-    """Write the rebased adaptation as `patch` would (same mode, key and recipients), after
-    proving it applies to the new base with the upstream's objects alone; then verify it."""
+    """Write the rebased adaptation as `patch` would (same mode, key and recipients; made and
+    proven exact in the scratch), then verify it from the store with the upstream's objects
+    alone."""
     mode = meta.get("mode") if meta.get("mode") in ("series", "squash") else "auto"
     made, subs = patches.make_adaptation(work, onto, head, str(mode))
     recipients = _recipients(cfg, job, key) if job.encrypted else None
