@@ -68,14 +68,14 @@ def debug_enabled() -> bool:
 def lines(message: str, where: str | None = None) -> list[str]:
     """The stderr lines for a message: one per non-blank line, each with the prefix."""
     context = f"{where}: " if where else ""
-    parts = [_printable(part.rstrip()) for part in message.split("\n") if part.strip()]
+    parts = [printable(part.rstrip()) for part in message.split("\n") if part.strip()]
     return [f"{PREFIX}{context}{part}" for part in parts or ["failed"]]
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c not in (9,)}
 
 
-def _printable(line: str) -> str:
+def printable(line: str) -> str:
     """A message line with control characters shown escaped: a value read from a store file
     must not start a line of its own or drive the terminal."""
     return line.translate(_CONTROL)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import actions, crypto, git, patches, plan, rebase, store
+from .. import actions, crypto, errors, git, patches, plan, rebase, store
 from ..config import Config
 from ..errors import FlagtasksError, OperationError, UsageError
 from ..names import check_device, check_rev
@@ -201,7 +201,7 @@ def _said_one(what: str, outcome: rebase.Outcome) -> str:
     if outcome.conflicts:
         lines = [f"{head}, {len(outcome.conflicts)} conflict:"]
         for conflict in outcome.conflicts:
-            where = "; ".join(f"{name} ({what})" for name, what in conflict.files)
+            where = "; ".join(f"{errors.printable(n)} ({w})" for n, w in conflict.files)
             lines.append(f"  commit {conflict.commit.number}/{outcome.total} "
                          f"{conflict.commit.subject!r}: {where}")  # fmt: skip
         return "\n".join(lines)
@@ -446,7 +446,7 @@ def _table(onto: str, rows: list[Row], combos: list[dict[str, Any]]) -> None:
             r.device,
             (r.base or "-")[:8],
             r.result,
-            ", ".join(r.files)
+            errors.printable(", ".join(r.files))
             or ", ".join(f"{c['number']} {c['subject']!r}" for c in r.commits)
             or r.note
             or "-",
